@@ -1,0 +1,276 @@
+"""Continual-learning metrics as pure functions over numpy arrays (DESIGN.md D5).
+
+Conventions (0-indexed):
+    R: T x T accuracy matrix, R[i, j] = accuracy on experience j after training through
+        experience i. The upper triangle (j > i) holds accuracies on experiences not yet seen;
+        it is filled, and only `fwt` reads it.
+    R0: length T, accuracy on each experience before any training.
+    sizes: length T, number of held-out test samples per experience.
+
+Every function checks its input and raises ValueError saying what is wrong; each returns plain
+Python floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "acc_final_macro",
+    "acc_final_micro",
+    "acc_incremental",
+    "bwt",
+    "forgetting_initial",
+    "forgetting_max",
+    "fwt",
+    "learning_acc",
+    "mean_ci95",
+    "mean_ci95_normal",
+    "mse_final",
+    "mse_increase",
+    "online_acc",
+    "online_mse",
+    "per_experience_final",
+    "summarize",
+]
+
+
+def _finite(x: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or inf; every entry must be a finite number")
+
+
+def _square(R, name: str = "R", unit: bool = True) -> np.ndarray:
+    """Return R as a float T x T array (T >= 1); with unit=True, values must lie in [0, 1]."""
+    R = np.asarray(R, dtype=float)
+    if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square T x T matrix, got shape {R.shape}")
+    _finite(R, name)
+    if unit and (R.min() < 0.0 or R.max() > 1.0):
+        raise ValueError(
+            f"{name} holds accuracies, which must lie in [0, 1]; got values in "
+            f"[{R.min():g}, {R.max():g}] (pass fractions, not percentages)"
+        )
+    if not unit and R.min() < 0.0:
+        raise ValueError(f"{name} holds mean squared errors, which must be >= 0; got {R.min():g}")
+    return R
+
+
+def _vector(x, name: str, length: int | None = None) -> np.ndarray:
+    """Return x as a finite, non-empty 1-D float array (of the given length if set)."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {x.shape}")
+    if length is not None and x.size != length:
+        raise ValueError(f"{name} must have length T = {length} (one per experience), got {x.size}")
+    _finite(x, name)
+    return x
+
+
+def acc_final_macro(R) -> float:
+    """Final average accuracy, each experience weighted equally.
+
+    Formula: (1/T) sum_j R[T-1, j] (e.g. Lopez-Paz & Ranzato 2017, GEM, "ACC").
+    """
+    R = _square(R)
+    return float(R[-1].mean())
+
+
+def acc_final_micro(R, sizes) -> float:
+    """Final accuracy over all held-out samples, experiences weighted by test-set size.
+
+    Formula: sum_j sizes[j] * R[T-1, j] / sum_j sizes[j].
+    """
+    R = _square(R)
+    w = _vector(sizes, "sizes", R.shape[0])
+    if w.min() < 0 or w.sum() <= 0:
+        raise ValueError(f"sizes must be >= 0 with a positive total, got {w.tolist()}")
+    return float(np.dot(w, R[-1]) / w.sum())
+
+
+def acc_incremental(R) -> float:
+    """Average incremental accuracy (Rebuffi et al. 2017, iCaRL).
+
+    Formula: (1/T) sum_k (1/(k+1)) sum_{j<=k} R[k, j], the mean over steps of the accuracy on
+    the experiences seen so far. The upper triangle is not read.
+    """
+    R = _square(R)
+    return float(np.mean([R[k, : k + 1].mean() for k in range(R.shape[0])]))
+
+
+def forgetting_max(R) -> float:
+    """Average forgetting (Chaudhry et al. 2018, RWalk).
+
+    Formula: (1/(T-1)) sum_{j<T-1} (max_{j<=l<T-1} R[l, j] - R[T-1, j]).
+    The max runs over the steps after j was learned (l from j to T-2), as in Chaudhry 2018;
+    steps l < j are excluded because experience j was not yet seen then. Negative values mean
+    accuracy on old experiences went up. Returns 0.0 for T == 1.
+    """
+    R = _square(R)
+    T = R.shape[0]
+    if T == 1:
+        return 0.0
+    return float(np.mean([R[j : T - 1, j].max() - R[-1, j] for j in range(T - 1)]))
+
+
+def forgetting_initial(R) -> float:
+    """Average drop from the accuracy just after learning each experience.
+
+    Formula: (1/(T-1)) sum_{j<T-1} (R[j, j] - R[T-1, j]); equals -bwt. Returns 0.0 for T == 1.
+    """
+    return -bwt(R)
+
+
+def bwt(R) -> float:
+    """Backward transfer (Lopez-Paz & Ranzato 2017, GEM).
+
+    Formula: (1/(T-1)) sum_{j<T-1} (R[T-1, j] - R[j, j]). Returns 0.0 for T == 1.
+    """
+    R = _square(R)
+    T = R.shape[0]
+    if T == 1:
+        return 0.0
+    diag = np.diag(R)[: T - 1]
+    return float(np.mean(R[-1, : T - 1] - diag))
+
+
+def fwt(R, R0) -> float:
+    """Forward transfer (Lopez-Paz & Ranzato 2017, GEM).
+
+    Formula: (1/(T-1)) sum_{j>=1} (R[j-1, j] - R0[j]), the accuracy on experience j just before
+    it is trained on, relative to an untrained model. Returns 0.0 for T == 1.
+    """
+    R = _square(R)
+    T = R.shape[0]
+    r0 = _vector(R0, "R0", T)
+    if r0.min() < 0.0 or r0.max() > 1.0:
+        raise ValueError(f"R0 holds accuracies, which must lie in [0, 1]; got {r0.tolist()}")
+    if T == 1:
+        return 0.0
+    return float(np.mean([R[j - 1, j] - r0[j] for j in range(1, T)]))
+
+
+def learning_acc(R) -> float:
+    """Learning accuracy (Riemer et al. 2019, MER).
+
+    Formula: (1/T) sum_j R[j, j], the accuracy on each experience right after learning it.
+    """
+    R = _square(R)
+    return float(np.diag(R).mean())
+
+
+def online_acc(hits) -> float:
+    """Prequential (predict-before-observe) accuracy over the stream.
+
+    Formula: (1/N) sum_t hits[t], where hits[t] is 1 if the prediction made before observing
+    sample t was correct, else 0.
+    """
+    h = _vector(hits, "hits")
+    if not np.all((h == 0) | (h == 1)):
+        raise ValueError("hits must hold only 0/1 (or bool) prequential outcomes")
+    return float(h.mean())
+
+
+def online_mse(sq_errors) -> float:
+    """Prequential mean squared error: (1/N) sum_t sq_errors[t] (per-sample squared errors)."""
+    e = _vector(sq_errors, "sq_errors")
+    if e.min() < 0:
+        raise ValueError("sq_errors must be >= 0: pass squared errors, not signed residuals")
+    return float(e.mean())
+
+
+def mean_ci95(values) -> tuple[float, float, int]:
+    """Mean and half-width of the Student-t 95% confidence interval (e.g. over seeds).
+
+    Formula: half = t_{0.975, n-1} * s / sqrt(n), s the sample std (ddof=1).
+
+    Returns:
+        (mean, half_width, n); half_width is nan for n == 1.
+    """
+    v = _vector(values, "values")
+    n = v.size
+    if n == 1:
+        return float(v[0]), math.nan, 1
+    half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)
+    return float(v.mean()), float(half), n
+
+
+def mean_ci95_normal(values) -> tuple[float, float, int]:
+    """Mean and normal-approximation 95% CI half-width, the few-shot convention over episodes.
+
+    Formula: half = 1.96 * s / sqrt(n), s the sample std (ddof=1) (e.g. Finn et al. 2017, MAML).
+
+    Returns:
+        (mean, half_width, n); half_width is nan for n == 1.
+    """
+    v = _vector(values, "values")
+    n = v.size
+    if n == 1:
+        return float(v[0]), math.nan, 1
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(n)), n
+
+
+def mse_final(M) -> float:
+    """Final mean squared error for regression streams.
+
+    Formula: (1/T) sum_j M[T-1, j], where M[i, j] is the MSE on experience j after training
+    through experience i (values >= 0).
+    """
+    M = _square(M, "M", unit=False)
+    return float(M[-1].mean())
+
+
+def mse_increase(M) -> float:
+    """Forgetting in MSE terms: how much the error on old experiences grew.
+
+    Formula: (1/(T-1)) sum_{j<T-1} (M[T-1, j] - M[j, j]). Returns 0.0 for T == 1.
+    """
+    M = _square(M, "M", unit=False)
+    T = M.shape[0]
+    if T == 1:
+        return 0.0
+    return float(np.mean(M[-1, : T - 1] - np.diag(M)[: T - 1]))
+
+
+def per_experience_final(R) -> list[float]:
+    """Final accuracy on each experience: R[T-1, :]."""
+    R = _square(R)
+    return [float(x) for x in R[-1]]
+
+
+def summarize(R, R0, sizes, hits_or_errors, task: str) -> dict[str, float]:
+    """All scalar metrics of one run.
+
+    Args:
+        R: T x T accuracies (classification) or MSEs (regression).
+        R0: length-T accuracies before training (classification; unused for regression).
+        sizes: length-T test-set sizes (classification; unused for regression).
+        hits_or_errors: prequential 0/1 hits (classification) or per-sample squared errors
+            (regression).
+        task: "classification" or "regression".
+
+    Returns:
+        Metric name -> value, names matching the functions of this module.
+    """
+    if task == "classification":
+        return {
+            "acc_final_macro": acc_final_macro(R),
+            "acc_final_micro": acc_final_micro(R, sizes),
+            "acc_incremental": acc_incremental(R),
+            "forgetting_max": forgetting_max(R),
+            "forgetting_initial": forgetting_initial(R),
+            "bwt": bwt(R),
+            "fwt": fwt(R, R0),
+            "learning_acc": learning_acc(R),
+            "online_acc": online_acc(hits_or_errors),
+        }
+    if task == "regression":
+        return {
+            "mse_final": mse_final(R),
+            "online_mse": online_mse(hits_or_errors),
+            "mse_increase": mse_increase(R),
+        }
+    raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
