@@ -1,0 +1,1 @@
+"""Baselines registered with the harness (see harness/registry.py)."""

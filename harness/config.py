@@ -1,0 +1,151 @@
+"""Typed dataclass configs: applying overrides, hashing, and the learner build context."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.protocol import ScenarioSpec
+
+Progress = Callable[[str, int, int, dict[str, float]], None]
+"""progress(phase, done, total, info): called by long phases; the CLI renders it."""
+
+
+def eval_field(default: Any, doc: str = "") -> Any:
+    """A config field used only at evaluation time (excluded from checkpoint keys)."""
+    return dataclasses.field(default=default, metadata={"eval": True, "doc": doc})
+
+
+def _coerce(value: Any, tp: Any, name: str, what: str) -> Any:
+    """Convert a --set string (or a TOML value) to the field's declared type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or type(tp).__name__ == "UnionType":
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name, what)
+            except HarnessError:
+                continue
+        raise HarnessError(f"{what}: bad value {value!r} for {name} (expected {tp})")
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        inner = args[0] if args else str
+        out = [_coerce(v.strip() if isinstance(v, str) else v, inner, name, what) for v in items]
+        return tuple(out) if origin is tuple else out
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in args:
+            raise HarnessError(
+                f"{what}: bad value {value!r} for {name}; choose one of {', '.join(map(str, args))}"
+            )
+        return value
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value else int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+        if tp is Path:
+            return Path(value)
+    except (TypeError, ValueError):
+        raise HarnessError(
+            f"{what}: bad value {value!r} for {name} (expected {getattr(tp, '__name__', tp)})"
+        ) from None
+    return value
+
+
+def apply_overrides(cls: type, values: dict[str, Any], what: str) -> Any:
+    """Build `cls(**values)`, converting types and naming unknown keys with close matches."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise HarnessError(
+                f"{what} has no parameter {key!r}{hint} (parameters: {', '.join(sorted(fields))})"
+            )
+        kwargs[key] = _coerce(value, hints[key], key, what)
+    try:
+        cfg = cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise HarnessError(f"{what}: {e}") from None
+    return cfg
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config (Paths and tuples made plain)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+
+
+def stable_hash(obj: Any, n: int = 12) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def config_hash(cfg: Any) -> str:
+    """Hash of every field of a config."""
+    return stable_hash({"cls": type(cfg).__name__, **to_dict(cfg)})
+
+
+def train_config_hash(cfg: Any) -> str:
+    """Hash of the fields that shape (meta-/pre-)training: eval-only fields left out."""
+    d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+         if f.init and not f.metadata.get("eval")}
+    return stable_hash({"cls": type(cfg).__name__, **{k: str(v) for k, v in d.items()}})
+
+
+def default_cache_dir() -> Path:
+    """$HARNESS_CACHE_DIR, else $XDG_CACHE_HOME/harness, else ~/.cache/harness."""
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "harness"
+
+
+@dataclass
+class BuildContext:
+    """What a learner's build() gets: the scenario's spec and the run's resources."""
+
+    spec: ScenarioSpec
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    progress: Progress | None = None

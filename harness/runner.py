@@ -1,0 +1,214 @@
+"""The predict-then-observe loop, evaluation points and the raw run record (DESIGN.md D2).
+
+The runner owns the loop: for every batch it calls `predict(x)` (under no_grad), records the
+prequential hit, then `observe(x, y)`. At the end of every experience it evaluates the held-out
+sets of all experiences, seen and unseen, in eval mode, filling `R[i, j]`; `R0` is measured
+before any training. A learner gets inputs and labels of the current batch only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from harness.config import Progress
+from harness.errors import DivergedError, LearnerError
+from harness.protocol import Experience, Learner, ScenarioSpec
+
+EVAL_BATCH = 512
+
+
+@dataclass
+class StreamRecord:
+    """Everything measured on one stream; any metric can be recomputed from it.
+
+    For classification the scores are accuracies; for regression they are MSEs.
+    """
+
+    R: np.ndarray
+    """[T, T]: score on experience j's test set after training through experience i."""
+    R0: np.ndarray
+    """[T]: score on each test set before any training."""
+    R_train: np.ndarray
+    """[T]: score on each experience's training data after the whole stream."""
+    test_sizes: np.ndarray
+    train_sizes: np.ndarray
+    prequential: np.ndarray
+    """Per training sample, in stream order: 1/0 hit (classification) or squared error."""
+    prequential_exp: np.ndarray
+    """Experience index of each prequential entry."""
+    curve_samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Samples seen at each `eval_every` point."""
+    curve_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """[P, T]: per-experience test score at each `eval_every` point."""
+    per_class_test: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Classification: final test accuracy per class label (NaN for absent labels)."""
+    wall_s: float = 0.0
+    samples: int = 0
+    task: str = "classification"
+
+
+def _check_output(out: object, batch: int, spec: ScenarioSpec, where: str) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise LearnerError(
+            f"learner.{where} returned {type(out).__name__}, expected a torch.Tensor of shape "
+            f"[{batch}, {spec.n_outputs}]; return logits (classification) or outputs (regression)"
+        )
+    if out.ndim != 2 or out.shape[0] != batch or out.shape[1] != spec.n_outputs:
+        raise LearnerError(
+            f"learner.{where} returned shape {list(out.shape)}, expected [{batch}, "
+            f"{spec.n_outputs}] (batch, {'classes' if spec.task == 'classification' else 'dims'})"
+        )
+    if not torch.isfinite(out).all():
+        raise DivergedError(f"learner.{where} returned non-finite values (NaN/inf)")
+    return out
+
+
+def _score(out: Tensor, y: Tensor, task: str) -> Tensor:
+    """Per-sample hits (classification) or squared errors summed over output dims."""
+    if task == "classification":
+        return (out.argmax(dim=1) == y).float()
+    return ((out - y.reshape(out.shape)) ** 2).mean(dim=1)
+
+
+def _set_mode(learner: Learner, training: bool) -> None:
+    if isinstance(learner, torch.nn.Module):
+        learner.train(training)
+
+
+@torch.no_grad()
+def evaluate(learner: Learner, x: Tensor, y: Tensor, spec: ScenarioSpec, device: str) -> Tensor:
+    """Per-sample scores of `learner` on (x, y), in eval mode and without gradients."""
+    _set_mode(learner, False)
+    try:
+        scores = []
+        for i in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[i : i + EVAL_BATCH].to(device), y[i : i + EVAL_BATCH].to(device)
+            out = _check_output(learner.predict(xb), len(xb), spec, "predict")
+            scores.append(_score(out, yb, spec.task).cpu())
+        return torch.cat(scores) if scores else torch.zeros(0)
+    finally:
+        _set_mode(learner, True)
+
+
+def _mean(t: Tensor) -> float:
+    return float(t.mean()) if len(t) else float("nan")
+
+
+def run_stream(
+    learner: Learner,
+    experiences: Sequence[Experience],
+    spec: ScenarioSpec,
+    *,
+    device: str = "cpu",
+    eval_every: int = 0,
+    progress: Progress | None = None,
+    phase: str = "stream",
+) -> StreamRecord:
+    """Run `learner` through `experiences` once, predict-then-observe, and measure it."""
+    T = len(experiences)
+    if T == 0:
+        raise ValueError("run_stream needs at least one experience")
+    task = spec.task
+
+    def eval_tests() -> np.ndarray:
+        return np.array([_mean(evaluate(learner, e.x_test, e.y_test, spec, device))
+                         for e in experiences])
+
+    t0 = time.perf_counter()
+    R = np.full((T, T), np.nan)
+    R0 = eval_tests()
+    total = sum(e.n_train for e in experiences)
+    preq = torch.zeros(total)
+    preq_exp = np.zeros(total, dtype=np.int64)
+    curve_s: list[int] = []
+    curve: list[np.ndarray] = []
+    seen = 0
+    _set_mode(learner, True)
+    for i, exp in enumerate(experiences):
+        if spec.task_ids:
+            learner.set_task(exp.task_id)  # type: ignore[attr-defined]
+        for x, y in exp:
+            x, y = x.to(device), y.to(device)
+            b = len(x)
+            with torch.no_grad():
+                # A clone, so a learner cannot keep or alter the runner's copy of the stream.
+                out = _check_output(learner.predict(x.clone()), b, spec, "predict")
+            preq[seen : seen + b] = _score(out, y, task).cpu()
+            preq_exp[seen : seen + b] = i
+            learner.observe(x.clone(), y.clone())
+            prev, seen = seen, seen + b
+            if eval_every and seen // eval_every > prev // eval_every:
+                curve_s.append(seen)
+                curve.append(eval_tests())
+            if progress is not None:
+                progress(phase, seen, total, {})
+        R[i] = eval_tests()
+    R_train = np.array([_mean(evaluate(learner, e.x, e.y, spec, device)) for e in experiences])
+    per_class = np.zeros(0)
+    if task == "classification":
+        per_class = _per_class_accuracy(learner, experiences, spec, device)
+    return StreamRecord(
+        R=R, R0=R0, R_train=R_train,
+        test_sizes=np.array([e.n_test for e in experiences]),
+        train_sizes=np.array([e.n_train for e in experiences]),
+        prequential=preq.numpy(), prequential_exp=preq_exp,
+        curve_samples=np.array(curve_s, dtype=np.int64),
+        curve_scores=np.array(curve) if curve else np.zeros((0, T)),
+        per_class_test=per_class,
+        wall_s=time.perf_counter() - t0, samples=seen, task=task,
+    )
+
+
+def _per_class_accuracy(
+    learner: Learner, experiences: Sequence[Experience], spec: ScenarioSpec, device: str
+) -> np.ndarray:
+    x = torch.cat([e.x_test for e in experiences])
+    y = torch.cat([e.y_test for e in experiences])
+    hits = evaluate(learner, x, y, spec, device)
+    n = spec.n_outputs
+    count = torch.bincount(y, minlength=n).float()
+    correct = torch.bincount(y, weights=hits, minlength=n)
+    return torch.where(count > 0, correct / count.clamp(min=1), torch.nan).numpy()
+
+
+@dataclass
+class EpisodeRecord:
+    """Per-episode query scores of an episodic (few-shot) evaluation."""
+
+    scores: np.ndarray
+    wall_s: float
+    task: str = "classification"
+
+
+def run_episodes(
+    learner: Learner,
+    episodes: Sequence[Experience],
+    spec: ScenarioSpec,
+    *,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> EpisodeRecord:
+    """Few-shot protocol: per episode `reset()`, `observe(support)`, then `predict(query)`.
+
+    Each episode is an Experience whose training stream is the support set and whose test
+    set is the query set. The learner must implement `reset()`.
+    """
+    if not hasattr(learner, "reset"):
+        raise LearnerError("episodic scenarios need a learner with reset(); add one")
+    t0 = time.perf_counter()
+    scores = np.zeros(len(episodes))
+    for k, ep in enumerate(episodes):
+        learner.reset()  # type: ignore[attr-defined]
+        _set_mode(learner, True)
+        for x, y in ep:
+            learner.observe(x.to(device), y.to(device))
+        scores[k] = _mean(evaluate(learner, ep.x_test, ep.y_test, spec, device))
+        if progress is not None:
+            progress("episodes", k + 1, len(episodes), {})
+    return EpisodeRecord(scores=scores, wall_s=time.perf_counter() - t0, task=spec.task)

@@ -1,0 +1,1 @@
+"""Scenarios registered with the harness (see harness/registry.py)."""
