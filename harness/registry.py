@@ -28,6 +28,8 @@ class Entry:
     summary: str
     tasks: tuple[str, ...] = ("classification",)
     """Task types a learner supports (unused for scenarios)."""
+    compare_with: tuple[str, ...] = ()
+    """Learners that `harness run` also runs on the same streams, as reference points."""
 
     def config_class(self) -> type:
         module, _, name = self.config.partition(":")
