@@ -1,0 +1,749 @@
+"""Tidy per-run results -> aggregated leaderboard tables (DESIGN.md D6).
+
+Computation only: every function takes and returns pandas objects (or a string, for the
+Markdown rendering) and prints nothing; `cli.py` renders.
+
+Input: ``results/<scenario>/<run_id>.csv``, one row per metric, with the columns in
+`REQUIRED_COLUMNS` plus any extra provenance columns (``variant``, ``lr``, ...), which are
+carried into the tables where they are constant within a group.
+
+Conventions shared by every function:
+    - A run that failed or diverged has a metric row named ``failed`` or ``diverged`` with a
+      non-zero value (1.0). All its rows are left out of aggregates and it is counted in a
+      ``failed`` column instead.
+    - A re-run of the same (scenario, scenario_version, learner, preset, config_hash, seed)
+      replaces the earlier ones: the run with the latest ``started_at`` is kept and the others
+      are counted in ``duplicates_dropped``.
+    - ``ci95`` is the half-width of the Student-t 95% confidence interval over seeds,
+      t_{0.975, n-1} * sd / sqrt(n) with sd the sample standard deviation (ddof=1); NaN for n = 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "CONFIG_KEYS",
+    "HIGHER_IS_BETTER",
+    "PRIMARY_METRICS",
+    "REQUIRED_COLUMNS",
+    "STATUS_METRICS",
+    "aggregate",
+    "is_higher_better",
+    "leaderboard_table",
+    "load_runs",
+    "paired_differences",
+    "rank",
+    "to_markdown",
+    "write_leaderboard",
+]
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "scenario",
+    "scenario_version",
+    "stream_hash",
+    "learner",
+    "config_hash",
+    "preset",
+    "seed",
+    "metric",
+    "value",
+    "n",
+    "harness_version",
+    "git_sha",
+    "torch_version",
+    "device",
+    "started_at",
+    "wall_s",
+)
+"""Columns every run CSV must have (DESIGN.md D6)."""
+
+STATUS_METRICS: tuple[str, ...] = ("failed", "diverged")
+"""Metric rows that mark a run as not finished; they are never aggregated as metrics."""
+
+CONFIG_KEYS: tuple[str, ...] = ("scenario", "scenario_version", "learner", "preset", "config_hash")
+"""One leaderboard entry: seeds of the same configuration on the same scenario version."""
+
+PRIMARY_METRICS: tuple[str, ...] = (
+    "acc_final_macro",
+    "meta_test_test_acc",
+    "episode_acc",
+    "mse_final",
+)
+"""Default ranking metric: the first of these a scenario reports."""
+
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "accuracies": True,
+    "learning_acc": True,
+    "online_acc": True,
+    "bwt": True,
+    "fwt": True,
+    "episode_acc": True,
+    "samples_per_s": True,
+    "online_mse": False,
+    "wall_s": False,
+    "peak_rss_mb": False,
+    "meta_train_s": False,
+}
+"""Direction of metrics known by exact name; see `is_higher_better` for the prefix rules."""
+
+# Checked in order, after the exact names: lower-is-better families first, so that e.g.
+# `forgetting_acc` could never be read as an accuracy.
+_PREFIX_DIRECTIONS: tuple[tuple[str, bool], ...] = (
+    ("forgetting_", False),
+    ("mse_", False),
+    ("acc_", True),
+    ("meta_test_", True),
+)
+
+# Identifier columns are text even when they look like numbers ("0123", "1e5" as a hash).
+_TEXT_COLUMNS = (
+    "run_id",
+    "scenario",
+    "scenario_version",
+    "stream_hash",
+    "learner",
+    "config_hash",
+    "preset",
+    "metric",
+    "harness_version",
+    "git_sha",
+    "torch_version",
+    "device",
+    "started_at",
+)
+_KEY_COLUMNS = (*CONFIG_KEYS, "run_id", "stream_hash", "metric")
+_NUMERIC_COLUMNS = ("value", "seed", "n", "wall_s")
+_PROVENANCE = ("harness_version", "git_sha", "torch_version", "device")
+_SCENARIO = ["scenario", "scenario_version"]
+_LEADERBOARD_FILES = frozenset({"leaderboard.csv", "leaderboard.md"})
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric directions
+
+
+def is_higher_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is better.
+
+    Exact names in `HIGHER_IS_BETTER` first, then prefixes: ``forgetting_*`` and ``mse_*`` are
+    lower-is-better, ``acc_*`` and ``meta_test_*`` higher-is-better.
+
+    Raises:
+        HarnessError: the metric has no known direction.
+    """
+    if metric in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[metric]
+    for prefix, higher in _PREFIX_DIRECTIONS:
+        if metric.startswith(prefix):
+            return higher
+    raise HarnessError(
+        f"no known direction for metric {metric!r}; pass higher_is_better=True or False"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_runs(path: Path) -> pd.DataFrame:
+    """Read every run CSV under a folder (recursively) into one tidy frame.
+
+    ``leaderboard.csv`` / ``leaderboard.md``, hidden files and the ``.json`` / ``.npz`` files
+    beside each run are ignored. Identifier columns are read as text, ``value``, ``seed``,
+    ``n`` and ``wall_s`` as numbers; extra columns are kept as they are.
+
+    Args:
+        path: a results folder, e.g. ``results/`` or ``results/omniglot-stream/``.
+
+    Returns:
+        The rows of all run CSVs, concatenated (files in sorted path order).
+
+    Raises:
+        HarnessError: the folder does not exist or holds no run rows, or a CSV cannot be read,
+            lacks required columns or holds non-numeric numbers.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise HarnessError(
+            f"results folder {folder} {what}; pass the folder holding <scenario>/<run_id>.csv"
+        )
+    files = sorted(
+        p
+        for p in folder.rglob("*.csv")
+        if p.is_file()
+        and p.name not in _LEADERBOARD_FILES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise HarnessError(
+            f"no run CSV files under {folder}; run `harness run` first or pass the folder "
+            "holding <scenario>/<run_id>.csv"
+        )
+    runs = pd.concat([_read_run_csv(f) for f in files], ignore_index=True, sort=False)
+    if runs.empty:
+        raise HarnessError(f"the run CSV files under {folder} hold no rows (only headers)")
+    return runs
+
+
+def _read_run_csv(file: Path) -> pd.DataFrame:
+    """Read and check one run CSV; errors name the file."""
+    try:
+        df = pd.read_csv(file, dtype=dict.fromkeys(_TEXT_COLUMNS, str))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HarnessError(f"cannot read run CSV {file}: {reason}") from e
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(
+            f"run CSV {file} lacks required column(s): {', '.join(missing)} "
+            f"(a run CSV needs: {', '.join(REQUIRED_COLUMNS)})"
+        )
+    for col in _NUMERIC_COLUMNS:
+        num = pd.to_numeric(df[col], errors="coerce")
+        bad = num.isna() & df[col].notna()
+        if bad.any():
+            raise HarnessError(
+                f"run CSV {file}: column {col!r} holds non-numeric {df[col][bad].iloc[0]!r}"
+            )
+        df[col] = num
+    seed = df["seed"]
+    if seed.isna().any() or (seed != seed.round()).any():
+        raise HarnessError(f"run CSV {file}: column 'seed' must hold integers in every row")
+    df["seed"] = seed.astype("int64")
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared preparation: validation, re-runs, failed runs
+
+
+def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
+    """A checked copy of `runs` with text keys (missing keys become "") and float values."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in runs.columns]
+    if missing:
+        raise HarnessError(f"runs lack required column(s): {', '.join(missing)}")
+    df = runs.copy()
+    for col in _KEY_COLUMNS:
+        df[col] = df[col].fillna("").astype(str)
+    df["value"] = pd.to_numeric(df["value"]).astype(float)
+    return df
+
+
+def _run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: config keys, seed, run_id, stream_hash, `_failed`, `_dropped`.
+
+    `_dropped` marks re-runs superseded by a later ``started_at`` (ties and unparsable times
+    fall back to the text of ``started_at``, then to ``run_id``, so the choice is deterministic).
+    """
+    status = df["metric"].isin(STATUS_METRICS) & (df["value"] != 0)
+    failed_ids = set(df.loc[status, "run_id"])
+    per_run = df.drop_duplicates("run_id", keep="last")[
+        [*CONFIG_KEYS, "seed", "run_id", "stream_hash", "started_at"]
+    ].copy()
+    per_run["_failed"] = per_run["run_id"].isin(failed_ids)
+    per_run["_t"] = pd.to_datetime(
+        per_run["started_at"], utc=True, format="ISO8601", errors="coerce"
+    )
+    per_run["_s"] = per_run["started_at"].astype(str)
+    per_run = per_run.sort_values(["_t", "_s", "run_id"], na_position="first", kind="stable")
+    per_run["_dropped"] = per_run.duplicated([*CONFIG_KEYS, "seed"], keep="last")
+    return per_run.drop(columns=["_t", "_s"])
+
+
+def _clean_rows(df: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
+    """Metric rows of the kept, finished runs (one row per run and metric)."""
+    ok = per_run.loc[~per_run["_dropped"] & ~per_run["_failed"], "run_id"]
+    rows = df[df["run_id"].isin(ok) & ~df["metric"].isin(STATUS_METRICS)]
+    return rows.drop_duplicates(["run_id", "metric"], keep="last")
+
+
+def _config_counts(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: successful runs (`n_runs`), `failed` and `duplicates_dropped`."""
+    kept = ~per_run["_dropped"]
+    counts = per_run.assign(
+        n_runs=kept & ~per_run["_failed"],
+        failed=kept & per_run["_failed"],
+        duplicates_dropped=per_run["_dropped"],
+    )
+    out = counts.groupby(list(CONFIG_KEYS), sort=True)[
+        ["n_runs", "failed", "duplicates_dropped"]
+    ].sum()
+    return out.astype("int64").reset_index()
+
+
+def _extra_columns(df: pd.DataFrame, taken: Iterable[str]) -> list[str]:
+    """Provenance columns worth carrying: the known ones plus any unknown extra column."""
+    taken = set(taken)
+    extras = [c for c in df.columns if c not in REQUIRED_COLUMNS and not str(c).startswith("_")]
+    return [c for c in (*_PROVENANCE, *extras) if c not in taken]
+
+
+def _carried(rows: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Per group of `keys`: the value of each column where it is constant, else NaN.
+
+    Columns that are nowhere constant are left out.
+    """
+    columns = [c for c in columns if c in rows.columns]
+    if not columns or rows.empty:
+        return rows[keys].drop_duplicates()
+    grouped = rows.groupby(keys, sort=False)[columns]
+    kept = grouped.first().where(grouped.nunique(dropna=False) == 1)
+    return kept.dropna(axis=1, how="all").reset_index()
+
+
+def _t_half_width(sd: pd.Series, n: pd.Series) -> np.ndarray:
+    """t_{0.975, n-1} * sd / sqrt(n); NaN where n < 2."""
+    n = np.asarray(n, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    ok = n >= 2
+    t = np.full(n.shape, np.nan)
+    t[ok] = stats.t.ppf(0.975, n[ok] - 1)
+    half = np.full(n.shape, np.nan)
+    half[ok] = t[ok] * sd[ok] / np.sqrt(n[ok])
+    return half
+
+
+def _unknown(kind: str, name: str, known: Sequence[str]) -> HarnessError:
+    """An error naming an unknown metric/learner with the closest known names."""
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return HarnessError(
+        f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known)) or 'none'})"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation, ranks, paired differences
+
+
+def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Mean and 95% CI over seeds for every configuration and metric.
+
+    Groups by (scenario, scenario_version, learner, preset, config_hash, metric), after dropping
+    superseded re-runs and failed/diverged runs. A configuration whose runs all failed still gets
+    a row per metric of its scenario, with ``n_seeds`` 0 and NaN statistics.
+
+    Args:
+        runs: tidy run rows, e.g. from `load_runs`.
+        metrics: metrics to keep (default: all but ``failed`` / ``diverged``).
+
+    Returns:
+        One row per group with columns ``mean``, ``sd`` (ddof=1), ``n_seeds`` (non-NaN values),
+        ``ci95`` (t half-width; NaN for n_seeds < 2), ``ci_low``, ``ci_high``, ``failed`` (runs
+        of the configuration that failed or diverged), ``duplicates_dropped`` (superseded
+        re-runs of the configuration), ``n`` and provenance columns where constant in the group.
+
+    Raises:
+        HarnessError: required columns are missing or a requested metric is unknown.
+    """
+    df = _prepare(runs)
+    per_run = _run_table(df)
+    rows = _clean_rows(df, per_run)
+    if metrics is not None:
+        available = sorted(set(rows["metric"]))
+        for m in metrics:
+            if m not in available:
+                raise _unknown("metric", m, available)
+        rows = rows[rows["metric"].isin(metrics)]
+
+    keys = [*CONFIG_KEYS, "metric"]
+    values = rows.groupby(keys, sort=True)["value"]
+    out = pd.DataFrame(
+        {"mean": values.mean(), "sd": values.std(ddof=1), "n_seeds": values.count()}
+    ).reset_index()
+
+    # Configurations with no finished run: show them, with the metrics of their scenario.
+    counts = _config_counts(per_run)
+    all_failed = counts.loc[counts["n_runs"] == 0, list(CONFIG_KEYS)]
+    if not all_failed.empty:
+        scenario_metrics = rows[[*_SCENARIO, "metric"]].drop_duplicates()
+        empty = all_failed.merge(scenario_metrics, on=_SCENARIO)
+        if not empty.empty:
+            empty = empty.assign(mean=np.nan, sd=np.nan, n_seeds=0)
+            out = pd.concat([out, empty], ignore_index=True)
+
+    out["n_seeds"] = out["n_seeds"].astype("int64")
+    out["ci95"] = _t_half_width(out["sd"], out["n_seeds"])
+    out["ci_low"] = out["mean"] - out["ci95"]
+    out["ci_high"] = out["mean"] + out["ci95"]
+    out = out.merge(counts.drop(columns="n_runs"), on=list(CONFIG_KEYS), how="left")
+    carry = _extra_columns(df, [*out.columns, "rank", "rank_by"])
+    out = out.merge(_carried(rows, keys, ["n", *carry]), on=keys, how="left")
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def rank(agg: pd.DataFrame, metric: str, higher_is_better: bool | None = None) -> pd.DataFrame:
+    """Rank configurations within each scenario (and version) by the mean of one metric.
+
+    Args:
+        agg: the output of `aggregate`.
+        metric: the metric to rank by.
+        higher_is_better: direction; default from `is_higher_better`.
+
+    Returns:
+        The rows of `agg` for `metric` with a ``rank`` column (1 = best, ties share the best
+        rank, NaN means stay unranked), sorted by scenario, scenario_version and rank.
+
+    Raises:
+        HarnessError: the metric is not in `agg`, or its direction is unknown and not given.
+    """
+    if higher_is_better is None:
+        higher_is_better = is_higher_better(metric)
+    sub = agg[agg["metric"] == metric].copy()
+    if sub.empty:
+        raise _unknown("metric", metric, sorted(set(agg["metric"])))
+    sub["rank"] = _rank_within(sub, "mean", higher_is_better)
+    return sub.sort_values([*_SCENARIO, "rank", "learner"], na_position="last").reset_index(
+        drop=True
+    )
+
+
+def _rank_within(frame: pd.DataFrame, column: str, higher_is_better: bool) -> pd.Series:
+    """Rank `column` within each scenario and version; 1 = best, ties take the best rank."""
+    ranks = frame.groupby(_SCENARIO)[column].rank(ascending=not higher_is_better, method="min")
+    return ranks.astype("Int64")
+
+
+def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
+    """Differences (learner - baseline) on identical streams, for every learner vs `baseline`.
+
+    A learner's run is paired with the baseline's run of the same scenario, scenario_version,
+    seed and stream_hash; runs whose stream_hash differs are never paired. Failed runs and
+    superseded re-runs are left out first. Only scenarios where the baseline has runs are used.
+
+    Args:
+        runs: tidy run rows, e.g. from `load_runs`.
+        metric: the metric to compare.
+        baseline: the learner id to compare against; it must have a single configuration
+            (preset, config_hash) per scenario (filter `runs` first otherwise).
+
+    Returns:
+        One row per (scenario, scenario_version, learner, preset, config_hash) with
+        ``baseline``, ``baseline_preset``, ``baseline_config_hash``, ``metric``, ``mean_diff``,
+        ``sd_diff``, ``ci95`` (t half-width), ``ci_low``, ``ci_high``, ``n_pairs`` and
+        ``p_value`` (two-sided paired t-test, `scipy.stats.ttest_rel`; NaN for n_pairs < 2).
+
+    Raises:
+        HarnessError: unknown metric or baseline, or an ambiguous baseline.
+    """
+    df = _prepare(runs)
+    rows = _clean_rows(df, _run_table(df))
+    if metric not in set(rows["metric"]):
+        raise _unknown("metric", metric, sorted(set(rows["metric"])))
+    rows = rows[(rows["metric"] == metric) & rows["value"].notna()]
+    base = rows[rows["learner"] == baseline]
+    if base.empty:
+        raise _unknown("baseline learner", baseline, sorted(set(rows["learner"])))
+    base_configs = base[[*_SCENARIO, "preset", "config_hash"]].drop_duplicates()
+    ambiguous = base_configs[base_configs.duplicated(_SCENARIO, keep=False)]
+    if not ambiguous.empty:
+        first = ambiguous.iloc[0]
+        listed = ", ".join(
+            f"{r.config_hash} (preset {r.preset})"
+            for r in ambiguous[ambiguous["scenario"] == first["scenario"]].itertuples()
+        )
+        raise HarnessError(
+            f"baseline {baseline!r} has several configurations in scenario "
+            f"{first['scenario']!r}: {listed}; filter the runs to one, e.g. by preset"
+        )
+
+    pair_keys = [*_SCENARIO, "seed", "stream_hash"]
+    base = base[[*pair_keys, "value", "preset", "config_hash"]].rename(
+        columns={
+            "value": "_base",
+            "preset": "baseline_preset",
+            "config_hash": "baseline_config_hash",
+        }
+    )
+    others = rows[(rows["learner"] != baseline)]
+    others = others[others.set_index(_SCENARIO).index.isin(base.set_index(_SCENARIO).index)]
+    merged = others.merge(base, on=pair_keys, how="left")
+    merged["_diff"] = merged["value"] - merged["_base"]
+    base_info = base[[*_SCENARIO, "baseline_preset", "baseline_config_hash"]].drop_duplicates()
+
+    records = []
+    for key, group in merged.groupby(list(CONFIG_KEYS), sort=True):
+        paired = group.dropna(subset=["_base"])
+        diff = paired["_diff"].to_numpy(dtype=float)
+        n = diff.size
+        p_value = math.nan
+        if n >= 2:
+            with warnings.catch_warnings():
+                # identical differences give a zero variance; scipy warns and returns nan/0
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p_value = float(
+                    stats.ttest_rel(paired["value"].to_numpy(), paired["_base"].to_numpy()).pvalue
+                )
+        records.append(
+            {
+                **dict(zip(CONFIG_KEYS, key, strict=True)),
+                "baseline": baseline,
+                "metric": metric,
+                "mean_diff": float(diff.mean()) if n else math.nan,
+                "sd_diff": float(diff.std(ddof=1)) if n >= 2 else math.nan,
+                "n_pairs": n,
+                "p_value": p_value,
+            }
+        )
+    columns = [*CONFIG_KEYS, "baseline", "metric", "mean_diff", "sd_diff", "n_pairs", "p_value"]
+    out = pd.DataFrame.from_records(records, columns=columns)
+    out["n_pairs"] = out["n_pairs"].astype("int64")
+    out["ci95"] = _t_half_width(out["sd_diff"], out["n_pairs"])
+    out["ci_low"] = out["mean_diff"] - out["ci95"]
+    out["ci_high"] = out["mean_diff"] + out["ci95"]
+    out = out.merge(base_info, on=_SCENARIO, how="left")
+    order = [
+        *CONFIG_KEYS,
+        "baseline",
+        "baseline_preset",
+        "baseline_config_hash",
+        "metric",
+        "mean_diff",
+        "sd_diff",
+        "ci95",
+        "ci_low",
+        "ci_high",
+        "n_pairs",
+        "p_value",
+    ]
+    return out[order]
+
+
+# ----------------------------------------------------------------------------------------------
+# The leaderboard table
+
+
+def leaderboard_table(
+    runs: pd.DataFrame,
+    primary_metric: str | None = None,
+    metrics: list[str] | None = None,
+    higher_is_better: bool | None = None,
+) -> pd.DataFrame:
+    """One row per configuration with mean and CI of each metric, ranked; plain numbers.
+
+    Args:
+        runs: tidy run rows, e.g. from `load_runs`.
+        primary_metric: metric to rank by. Default, per scenario: the first of
+            `PRIMARY_METRICS` that the scenario reports, else the first of `metrics` it reports.
+        metrics: metrics to show (default: all). The primary metric is always shown.
+        higher_is_better: direction of `primary_metric`; default from `is_higher_better`.
+
+    Returns:
+        Columns: the `CONFIG_KEYS`, ``rank`` (1 = best within scenario and version), ``rank_by``
+        (the metric ranked on), ``n_seeds`` (finished runs kept), ``failed``,
+        ``duplicates_dropped``, then ``<metric>_mean`` and ``<metric>_ci95`` per metric, then
+        provenance columns that are constant within the configuration. Sorted by scenario,
+        version and rank (unranked last). Configurations whose runs all failed are listed,
+        unranked.
+
+    Raises:
+        HarnessError: unknown metric, or no primary metric can be chosen for a scenario.
+    """
+    shown = None if metrics is None else list(dict.fromkeys(metrics))
+    if shown is not None and primary_metric is not None and primary_metric not in shown:
+        shown = [primary_metric, *shown]
+    agg = aggregate(runs, shown)
+    if primary_metric is not None and primary_metric not in set(agg["metric"]):
+        raise _unknown("metric", primary_metric, sorted(set(agg["metric"])))
+
+    df = _prepare(runs)
+    per_run = _run_table(df)
+    table = _config_counts(per_run).rename(columns={"n_runs": "n_seeds"})
+
+    # Primary metric per scenario.
+    scen_metrics = agg[agg["n_seeds"] > 0].groupby(_SCENARIO)["metric"].agg(set)
+    chosen: dict[tuple[str, str], str] = {}
+    for scen, present in scen_metrics.items():
+        candidates = [primary_metric] if primary_metric else [*PRIMARY_METRICS, *(shown or [])]
+        pick = next((m for m in candidates if m in present), None)
+        if pick is None:
+            raise HarnessError(
+                f"no primary metric to rank scenario {scen[0]!r} by (none of "
+                f"{', '.join(PRIMARY_METRICS)} is reported; it reports "
+                f"{', '.join(sorted(present))}); pass primary_metric"
+            )
+        chosen[scen] = pick
+    table["rank_by"] = [
+        chosen.get((s, v), "")
+        for s, v in zip(table["scenario"], table["scenario_version"], strict=True)
+    ]
+
+    # Wide metric columns.
+    order = list(
+        dict.fromkeys(
+            [
+                *[m for m in PRIMARY_METRICS if m in chosen.values()],
+                *chosen.values(),
+                *(shown or sorted(set(agg["metric"]))),
+            ]
+        )
+    )
+    order = [m for m in order if m in set(agg["metric"])]
+    wide = agg.set_index([*CONFIG_KEYS, "metric"])[["mean", "ci95"]].unstack("metric")
+    wide.columns = [f"{m}_{stat}" for stat, m in wide.columns]
+    wide = wide[[f"{m}_{stat}" for m in order for stat in ("mean", "ci95")]].reset_index()
+    table = table.merge(wide, on=list(CONFIG_KEYS), how="left")
+
+    # Rank per scenario by its primary metric.
+    table["rank"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
+    for (scen, version), idx in table.groupby(_SCENARIO).groups.items():
+        metric = chosen.get((scen, version))
+        if metric is None:
+            continue
+        higher = higher_is_better if higher_is_better is not None and primary_metric else None
+        if higher is None:
+            higher = is_higher_better(metric)
+        table.loc[idx, "rank"] = _rank_within(table.loc[idx], f"{metric}_mean", higher)
+
+    rows = _clean_rows(df, per_run)
+    taken = [*table.columns, "mean", "sd", "ci95", "ci_low", "ci_high", "n"]
+    carried = _carried(rows, list(CONFIG_KEYS), _extra_columns(df, taken))
+    table = table.merge(carried, on=list(CONFIG_KEYS), how="left")
+
+    front = [*CONFIG_KEYS, "rank", "rank_by", "n_seeds", "failed", "duplicates_dropped"]
+    table = table[[*front, *[c for c in table.columns if c not in front]]]
+    table = table.sort_values(
+        [*_SCENARIO, "rank", "learner", "preset", "config_hash"], na_position="last"
+    )
+    return table.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Presentation helpers (strings only; nothing is printed)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Render a `leaderboard_table` as a Markdown table (without the `tabulate` package).
+
+    Each ``<metric>_mean`` / ``<metric>_ci95`` pair becomes one ``<metric>`` column with
+    ``mean ± ci95`` cells to 3 decimals (the mean alone where the CI is NaN, empty where the
+    mean is NaN). Other float cells use ``%g``; missing cells are empty; ``|`` is escaped.
+
+    Returns:
+        The Markdown text, ending with a newline.
+    """
+    pairs = {
+        c[: -len("_mean")]
+        for c in table.columns
+        if c.endswith("_mean") and f"{c[: -len('_mean')]}_ci95" in table.columns
+    }
+    headers: list[str] = []
+    columns: list[list[str]] = []
+    right: list[bool] = []
+    for col in table.columns:
+        name = str(col)
+        if name.endswith("_ci95") and name[: -len("_ci95")] in pairs:
+            continue
+        if name.endswith("_mean") and name[: -len("_mean")] in pairs:
+            metric = name[: -len("_mean")]
+            cells = [_pm(m, h) for m, h in zip(table[col], table[f"{metric}_ci95"], strict=True)]
+            headers.append(metric)
+            right.append(True)
+        else:
+            cells = [_cell(v) for v in table[col]]
+            headers.append(name)
+            right.append(pd.api.types.is_numeric_dtype(table[col]))
+        columns.append(cells)
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(_escape(c) for c in cells) + " |"
+
+    lines = [line(headers), "| " + " | ".join("---:" if r else "---" for r in right) + " |"]
+    lines += [line(row) for row in zip(*columns, strict=True)] if columns else []
+    return "\n".join(lines) + "\n"
+
+
+def _missing(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _pm(mean: object, half: object) -> str:
+    if _missing(mean):
+        return ""
+    if _missing(half):
+        return f"{float(mean):.3f}"
+    return f"{float(mean):.3f} ± {float(half):.3f}"
+
+
+def _cell(v: object) -> str:
+    if _missing(v):
+        return ""
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        return f"{float(v):g}"
+    return str(v)
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_leaderboard(
+    dir: Path, runs: pd.DataFrame | None = None, primary_metric: str | None = None
+) -> tuple[Path, Path]:
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` into `dir`, each atomically.
+
+    Each file is written to a temporary file in `dir` and moved into place with `os.replace`,
+    so a reader sees the old file or the new one, never a partial one.
+
+    Args:
+        dir: the results folder (created if `runs` is given and it does not exist).
+        runs: tidy run rows; default `load_runs(dir)`.
+        primary_metric: metric to rank by; default as in `leaderboard_table`.
+
+    Returns:
+        The paths of the CSV and the Markdown file.
+
+    Raises:
+        HarnessError: as `load_runs` and `leaderboard_table`.
+    """
+    folder = Path(dir)
+    if runs is None:
+        runs = load_runs(folder)
+    table = leaderboard_table(runs, primary_metric=primary_metric)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "leaderboard.csv"
+    md_path = folder / "leaderboard.md"
+    _atomic_write(csv_path, table.to_csv(index=False, lineterminator="\n"))
+    _atomic_write(md_path, to_markdown(table))
+    return csv_path, md_path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same folder and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
