@@ -1,0 +1,221 @@
+"""What the baselines share: the backbone config, supervised pre-training, and a small base.
+
+Every baseline config inherits `BackboneConfig`, so any of them can run on pre-trained
+features (`pretrain=true`): the runner calls `meta_train(pool, budget, progress)` once, which
+trains the features with a temporary linear head over all meta-train pool classes and throws
+the head away.
+
+Checkpoints: a baseline's `state_dict()` is the state of its feature extractor only (keys
+`features.*`, tensors only). The stream head and the online statistics (class means,
+covariance, replay buffer) are built by `build()` for the scenario's spec, so a checkpoint
+never depends on the stream's number of outputs, and `load_state_dict` loads the features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.nets import eval_mode, make_backbone, seeded
+from harness.config import BuildContext, Progress
+from harness.errors import DivergedError, HarnessError
+from harness.protocol import Budget, LabeledPool, ScenarioSpec
+
+UNSEEN_LOGIT = -1e30
+"""Logit of a class with no statistics yet (NCM, SLDA): far below any real score, finite."""
+
+
+@dataclass
+class BackboneConfig:
+    """Feature extractor and optional supervised pre-training, shared by every baseline."""
+
+    backbone: str = "auto"
+    """Name in baselines.nets.BACKBONES; 'auto' = convnet-small for images, mlp for vectors."""
+    width: int = 64
+    """Channels (conv nets) or hidden units (mlp) of the backbone; >= 1."""
+    pretrain: bool = False
+    """Pre-train the features on the meta-train pool (supervised, all pool classes) first."""
+    pretrain_epochs: int = 5
+    """Epochs of pre-training over the whole pool; >= 1."""
+    pretrain_lr: float = 1e-3
+    """Adam learning rate of pre-training; > 0."""
+    pretrain_batch: int = 64
+    """Minibatch size of pre-training; >= 1."""
+    meta_seed: int = 0
+    """Seed of the features' init and of pre-training, the same for every run seed; >= 0."""
+
+    def __post_init__(self) -> None:
+        if not self.backbone:
+            raise ValueError("backbone must be 'auto' or a name in baselines.nets.BACKBONES")
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if self.pretrain_epochs < 1:
+            raise ValueError(f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
+        if not self.pretrain_lr > 0:
+            raise ValueError(f"pretrain_lr must be > 0, got {self.pretrain_lr}")
+        if self.pretrain_batch < 1:
+            raise ValueError(f"pretrain_batch must be >= 1, got {self.pretrain_batch}")
+        if self.meta_seed < 0:
+            raise ValueError(f"meta_seed must be >= 0, got {self.meta_seed}")
+
+
+def resolve_backbone(cfg: BackboneConfig, spec: ScenarioSpec) -> str:
+    """The backbone name, with 'auto' made concrete for the scenario's inputs."""
+    if cfg.backbone != "auto":
+        return cfg.backbone
+    return "convnet-small" if len(spec.input_shape) == 3 else "mlp"
+
+
+def derive_seed(seed: int, tag: str) -> int:
+    """An independent seed for one use (`tag`) of a run seed."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:7], "little")
+
+
+def pretrain(
+    features: nn.Module,
+    pool: LabeledPool,
+    cfg: BackboneConfig,
+    device: str | torch.device,
+    progress: Progress | None = None,
+    budget: Budget | None = None,
+) -> list[float]:
+    """Supervised pre-training of `features` in place on all classes of `pool`.
+
+    A temporary linear head over the pool's classes is trained with the features by Adam
+    (`cfg.pretrain_lr`) on shuffled minibatches for `cfg.pretrain_epochs` epochs, all seeded by
+    `cfg.meta_seed`; the head is discarded. `budget.steps` / `budget.seconds` (when > 0) stop
+    training early. Reports `progress('pretrain', epoch, epochs, {'loss': ...})` per epoch.
+
+    Returns:
+        The mean training loss of each epoch run.
+    """
+    device = torch.device(device)
+    budget = budget or Budget()
+    with seeded(cfg.meta_seed):
+        head = nn.Linear(features.out_dim, pool.n_classes).to(device)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.meta_seed, "pretrain"))
+    opt = torch.optim.Adam([*features.parameters(), *head.parameters()], lr=cfg.pretrain_lr)
+    steps, t0, losses = 0, time.perf_counter(), []
+
+    def spent() -> bool:
+        return bool((budget.steps and steps >= budget.steps)
+                    or (budget.seconds and time.perf_counter() - t0 >= budget.seconds))
+
+    was = features.training
+    features.train(True)
+    try:
+        with torch.enable_grad():
+            for epoch in range(cfg.pretrain_epochs):
+                order = torch.randperm(len(pool.y), generator=gen)
+                total, count = 0.0, 0
+                for i in range(0, len(order), cfg.pretrain_batch):
+                    idx = order[i : i + cfg.pretrain_batch]
+                    x, y = pool.x[idx].to(device), pool.y[idx].to(device)
+                    loss = F.cross_entropy(head(features(x)), y)
+                    if not torch.isfinite(loss):
+                        raise DivergedError(
+                            f"pre-training loss is {loss.item()} at epoch {epoch + 1}; "
+                            f"lower pretrain_lr (now {cfg.pretrain_lr})"
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                    count, steps = count + len(idx), steps + 1
+                    if spent():
+                        break
+                losses.append(total / max(count, 1))
+                if progress is not None:
+                    progress("pretrain", epoch + 1, cfg.pretrain_epochs, {"loss": losses[-1]})
+                if spent():
+                    break
+    finally:
+        features.train(was)
+    return losses
+
+
+class FeatureLearner(nn.Module):
+    """Base of the baselines: `features` (checkpointed) and an optional linear `head`.
+
+    The features are initialized from `cfg.meta_seed` when they are to be pre-trained (one
+    checkpoint serves every run seed) and from the run seed otherwise. The head starts at
+    zero, so `state_dict()` (the features) plus the spec determine the whole learner: loading
+    a checkpoint into a learner built with any seed gives the same predictions. Subclasses set
+    up their online state in `_reset_stream()` and call `_save_reset_point()` at the end of
+    `__init__`.
+    """
+
+    def __init__(self, cfg: BackboneConfig, ctx: BuildContext, head: bool) -> None:
+        super().__init__()
+        self.cfg, self.spec, self.seed = cfg, ctx.spec, ctx.seed
+        self.device = torch.device(ctx.device)
+        self.needs_meta_train = cfg.pretrain
+        self._progress = ctx.progress
+        name = resolve_backbone(cfg, ctx.spec)
+        with seeded(cfg.meta_seed if cfg.pretrain else ctx.seed):
+            self.features = make_backbone(name, ctx.spec, cfg.width)
+        self.head = nn.Linear(self.features.out_dim, ctx.spec.n_outputs) if head else None
+        if self.head is not None:  # zeros: the head needs no seed and no checkpoint
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.to(self.device)
+        self._reset_point: dict[str, Tensor] = {}
+
+    def _features(self, x: Tensor) -> Tensor:
+        """Features in eval mode: predicting never updates BatchNorm statistics."""
+        with eval_mode(self.features):
+            return self.features(x)
+
+    def _reset_stream(self) -> None:
+        """(Re)create the online state: optimizer, buffer, statistics."""
+
+    def _save_reset_point(self) -> None:
+        self._reset_point = {k: v.detach().clone() for k, v in nn.Module.state_dict(self).items()}
+
+    def reset(self) -> None:
+        """Back to the state after build / meta-training / load_state_dict (episodic runs)."""
+        nn.Module.load_state_dict(self, self._reset_point)
+        self._reset_stream()
+
+    def set_task(self, task_id: int) -> None:
+        """Task ids are ignored: the baselines are single-head."""
+
+    def meta_train(self, pool: Any, budget: Budget, progress: Progress | None = None) -> None:
+        """Pre-train the features on `pool` (see `pretrain`); the stream head is untouched."""
+        if not isinstance(pool, LabeledPool):
+            raise HarnessError(
+                f"pretrain=true needs a scenario with a labelled meta-train pool, got "
+                f"{type(pool).__name__}; set pretrain=false"
+            )
+        pretrain(self.features, pool, self.cfg, self.device, progress or self._progress, budget)
+        self._save_reset_point()
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
+                   keep_vars: bool = False) -> dict[str, Any]:
+        """The checkpoint: the features' state only (keys 'features.*'), see module docstring."""
+        return self.features.state_dict(destination=destination, prefix=prefix + "features.",
+                                        keep_vars=keep_vars)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Load features saved by `state_dict()`; the head and online state stay as built."""
+        other = [k for k in state_dict if not k.startswith("features.")]
+        if strict and other:
+            raise HarnessError(f"checkpoint has keys outside 'features.': {other[:5]}; "
+                               "it was not written by this baseline's state_dict()")
+        feats = {k[len("features."):]: v for k, v in state_dict.items()
+                 if k.startswith("features.")}
+        result = self.features.load_state_dict(feats, strict=strict, assign=assign)
+        self._save_reset_point()
+        return result
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.predict(x)
+
+    def predict(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
