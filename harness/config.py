@@ -149,3 +149,5 @@ class BuildContext:
     device: str = "cpu"
     cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
     progress: Progress | None = None
+    resume_path: Path | None = None
+    """Where a resumable meta-training may keep its partial checkpoint (set by the runner)."""

@@ -30,6 +30,8 @@ class Entry:
     """Task types a learner supports (unused for scenarios)."""
     compare_with: tuple[str, ...] = ()
     """Learners that `harness run` also runs on the same streams, as reference points."""
+    defaults: tuple[tuple[str, Any], ...] = ()
+    """Config values fixed by the id itself (e.g. the class of a user's learner)."""
 
     def config_class(self) -> type:
         module, _, name = self.config.partition(":")
@@ -71,10 +73,11 @@ def get_learner(name: str) -> Entry:
     """The entry for `name`; `module:Class` names a user's own learner (see harness.check)."""
     if ":" in name and name not in LEARNERS and not name.startswith("avalanche:"):
         return Entry(id=name, config="harness.check:UserLearnerConfig", summary="user learner",
-                     tasks=("classification", "regression"))
+                     tasks=("classification", "regression"), defaults=(("target", name),))
     if name.startswith("avalanche:"):
         return Entry(id=name, config="baselines.avalanche_adapter:AvalancheConfig",
-                     summary="Avalanche strategy through the adapter")
+                     summary="Avalanche strategy through the adapter",
+                     defaults=(("strategy", name.removeprefix("avalanche:")),))
     return _lookup(LEARNERS, "learner", name)
 
 
@@ -92,7 +95,7 @@ def make_config(entry: Entry, preset: str | None, overrides: dict[str, Any]) -> 
 
     cls = entry.config_class()
     presets: dict[str, dict] = getattr(cls, "PRESETS", {})
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(entry.defaults)
     if preset is not None and presets:
         if preset not in presets:
             raise HarnessError(

@@ -1,0 +1,228 @@
+"""Conformance checks for any learner or scenario, registered or a user's own (Gymnasium's
+env_checker, for continual learners). The test suite runs them over the whole registry.
+
+A user's learner is named `module:Class`; the class is called as `Class(spec)` with the
+scenario's ScenarioSpec and must implement `predict(x)` and `observe(x, y)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.config import BuildContext
+from harness.errors import DivergedError, HarnessError, LearnerError
+from harness.protocol import Experience, LabeledPool, Scenario, ScenarioSpec, experiences_hash
+from harness.runner import evaluate, run_stream
+
+
+@dataclass
+class UserLearnerConfig:
+    """A user's own learner class, named `module:Class`."""
+
+    target: str = ""
+    """'module:Class'; the class is called with the scenario's ScenarioSpec."""
+
+    def build(self, ctx: BuildContext) -> Any:
+        module, _, name = self.target.partition(":")
+        if os.getcwd() not in sys.path:
+            # Like `python -m`: a user's module in the current folder is importable.
+            sys.path.append(os.getcwd())
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as e:
+            raise HarnessError(
+                f"cannot import {self.target!r} ({e}); is the module on PYTHONPATH and the "
+                "class name right?"
+            ) from None
+        torch.manual_seed(ctx.seed)
+        learner = cls(ctx.spec)
+        for method in ("predict", "observe"):
+            if not callable(getattr(learner, method, None)):
+                raise HarnessError(f"{self.target} has no {method}() method; see harness.protocol")
+        return learner
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def _run_check(name: str, fn: Callable[[], str | None]) -> CheckResult:
+    try:
+        return CheckResult(name, True, fn() or "")
+    except (LearnerError, DivergedError, HarnessError, AssertionError) as e:
+        return CheckResult(name, False, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except Exception as e:  # a user's learner may raise anything; report it as a failed check
+        return CheckResult(name, False, f"{type(e).__name__}: {e}".splitlines()[0])
+
+
+def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
+                   pool_state: Callable[[Any], None] | None = None) -> list[CheckResult]:
+    """Checks one learner factory `make(spec, seed)` against `scenario`."""
+    spec = scenario.spec
+    exps = list(scenario.experiences)[:2]
+    x, y = next(iter(exps[0]))
+    x4 = torch.cat([exps[0].x[:4]])
+    y4 = exps[0].y[:4]
+    results = []
+
+    def shapes() -> str:
+        learner = make(spec, 0)
+        for batch in (x, x4):
+            evaluate(learner, batch, torch.zeros(len(batch), dtype=torch.long)
+                     if spec.task == "classification" else torch.zeros(len(batch), spec.n_outputs),
+                     spec, "cpu")
+        return f"predict -> [B, {spec.n_outputs}] for B=1 and B={len(x4)}"
+
+    def predict_is_pure() -> str:
+        learner = make(spec, 0)
+        if isinstance(learner, torch.nn.Module):
+            learner.train(False)
+        with torch.no_grad():
+            a = learner.predict(x4.clone())
+            b = learner.predict(x4.clone())
+        assert torch.equal(a, b), "predict(x) twice gave different outputs: predict must not learn"
+        return ""
+
+    def observe_works() -> str:
+        learner = make(spec, 0)
+        xc, yc = x4.clone(), y4.clone()
+        ret = learner.observe(xc, yc)
+        assert ret is None, f"observe returned {type(ret).__name__}; it must return None"
+        assert torch.equal(xc, x4) and torch.equal(yc, y4), "observe modified its inputs"
+        return ""
+
+    def deterministic() -> str:
+        outs = []
+        for _ in range(2):
+            learner = make(spec, 7)
+            for xb, yb in exps[0]:
+                learner.observe(xb, yb)
+            if isinstance(learner, torch.nn.Module):
+                learner.train(False)
+            with torch.no_grad():
+                outs.append(learner.predict(exps[0].x_test))
+        assert torch.allclose(outs[0], outs[1], atol=1e-5), \
+            "same seed, same stream, different predictions: seed every random source"
+        return ""
+
+    def state_roundtrip() -> str:
+        learner = make(spec, 0)
+        if not hasattr(learner, "state_dict"):
+            return "no state_dict (optional)"
+        sd = learner.state_dict()
+        bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+        assert not bad, f"state_dict values must be tensors (safetensors), not: {bad[:3]}"
+        other = make(spec, 1)
+        other.load_state_dict(sd)
+        if pool_state is None:
+            for m in (learner, other):
+                if isinstance(m, torch.nn.Module):
+                    m.train(False)
+            with torch.no_grad():
+                assert torch.allclose(learner.predict(x4), other.predict(x4), atol=1e-6), \
+                    "load_state_dict(state_dict()) does not restore predictions"
+        return f"{len(sd)} tensors"
+
+    def short_stream() -> str:
+        learner = make(spec, 0)
+        rec = run_stream(learner, exps, spec)
+        return f"R shape {rec.R.shape}, online score {rec.prequential.mean():.3f}"
+
+    for name, fn in [("predict shape", shapes), ("predict does not learn", predict_is_pure),
+                     ("observe", observe_works), ("deterministic", deterministic),
+                     ("state_dict", state_roundtrip), ("short stream", short_stream)]:
+        results.append(_run_check(name, fn))
+    return results
+
+
+def check_learner(target: str, scenario_id: str = "synthetic-stream") -> list[CheckResult]:
+    """Conformance checks for a registered learner id or a user's `module:Class`."""
+    from harness.experiment import build_scenario
+    from harness.registry import get_learner, make_config
+
+    entry = get_learner(target)
+    scenario = build_scenario(scenario_id, 0, None, {})
+    if scenario.spec.task not in entry.tasks:
+        raise HarnessError(f"{target} does not support {scenario.spec.task} scenarios; "
+                           f"pass --scenario with a {' or '.join(entry.tasks)} scenario")
+    cfg = make_config(entry, "quick", {})
+    cfg.build(BuildContext(spec=scenario.spec, seed=0))  # import errors are bad input (exit 2)
+    state: dict[str, Any] = {}
+
+    def make(spec: ScenarioSpec, seed: int) -> Any:
+        learner = cfg.build(BuildContext(spec=spec, seed=seed))
+        if getattr(learner, "needs_meta_train", False):
+            # Meta-training is checked elsewhere; here it is skipped with a shared init.
+            if "sd" not in state:
+                state["sd"] = learner.state_dict()
+            learner.load_state_dict(state["sd"])
+        return learner
+
+    return learner_checks(make, scenario)
+
+
+def scenario_checks(scenario: Scenario, rebuild: Callable[[], Scenario]) -> list[CheckResult]:
+    """Checks a scenario object: shapes, labels, re-iterability, stable hashes, disjointness."""
+    spec = scenario.spec
+
+    def structure() -> str:
+        assert scenario.experiences, "no experiences"
+        for e in [*scenario.experiences, *scenario.val_experiences]:
+            assert isinstance(e, Experience), f"experience of type {type(e).__name__}"
+        for e in scenario.experiences:
+            assert tuple(e.x.shape[1:]) == spec.input_shape, \
+                f"input shape {tuple(e.x.shape[1:])} != spec {spec.input_shape}"
+            assert e.n_test > 0 and e.n_train > 0, f"experience {e.name!r} is empty"
+            if spec.task == "classification":
+                assert e.y.dtype == torch.long and int(e.y.max()) < spec.n_outputs
+                assert int(e.y.min()) >= 0
+            else:
+                assert e.y.shape[1:] == (spec.n_outputs,), f"targets {tuple(e.y.shape)}"
+        return f"{len(scenario.experiences)} experiences"
+
+    def reiterable() -> str:
+        e = scenario.experiences[0]
+        a, b = list(e), list(e)
+        assert len(a) == len(b) and all(torch.equal(p[0], q[0]) for p, q in zip(a, b, strict=True))
+        return ""
+
+    def stable_hash() -> str:
+        assert rebuild().stream_hash == scenario.stream_hash, "same seed, different stream_hash"
+        return scenario.stream_hash[:12]
+
+    def val_disjoint() -> str:
+        if not scenario.val_experiences:
+            return "no validation experiences"
+        scored = {bytes(t.numpy().tobytes()) for e in scenario.experiences for t in e.x[:50]}
+        clash = sum(bytes(t.numpy().tobytes()) in scored
+                    for e in scenario.val_experiences for t in e.x[:50])
+        assert clash == 0, f"{clash} validation inputs also appear in the scored stream"
+        assert experiences_hash(scenario.val_experiences) != experiences_hash(scenario.experiences)
+        return ""
+
+    def meta_train() -> str:
+        pool = scenario.meta_train
+        if isinstance(pool, LabeledPool):
+            assert tuple(pool.x.shape[1:]) == spec.input_shape
+            return f"pool of {pool.n_classes} classes, {len(pool.y)} samples"
+        return type(pool).__name__
+
+    return [_run_check(n, f) for n, f in [("structure", structure), ("re-iterable", reiterable),
+                                          ("stable hash", stable_hash),
+                                          ("validation disjoint", val_disjoint),
+                                          ("meta-train", meta_train)]]
+
+
+def replace_spec(spec: ScenarioSpec, **changes: Any) -> ScenarioSpec:
+    return dataclasses.replace(spec, **changes)

@@ -1,0 +1,406 @@
+"""One run, end to end: build the scenario and learner, meta-train (cached), choose the learning
+rate on validation streams, run the scored stream, and write tidy results (DESIGN.md D2-D6).
+
+Every learner goes through the same steps with the same grid and the same validation streams,
+so comparisons are fair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import harness
+from harness import checkpoint, metrics
+from harness.config import (
+    BuildContext,
+    Progress,
+    apply_overrides,
+    config_hash,
+    default_cache_dir,
+    field_names,
+    stable_hash,
+    to_dict,
+    train_config_hash,
+)
+from harness.errors import DivergedError, HarnessError
+from harness.protocol import Budget, LabeledPool, Scenario, ScenarioSpec, tensor_digest
+from harness.registry import Entry, get_learner, get_scenario, make_config
+from harness.results import provenance, safe_id, write_run
+from harness.runner import EpisodeRecord, StreamRecord, run_episodes, run_stream
+
+LR_GRID: tuple[float, ...] = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+"""One wide log grid for every learner alike (pre-trained features want ~1e-5, meta-learned
+ones ~3e-4)."""
+
+
+@dataclass
+class RunConfig:
+    """One run: which scenario and learner, and how."""
+
+    scenario: str
+    """Scenario id (see `harness list scenarios`)."""
+    learner: str
+    """Learner id, `module:Class` for your own, or `avalanche:<Strategy>`."""
+    seed: int = 0
+    """Seed of the stream (class choice and order) and of the learner's initialization."""
+    preset: str = "quick"
+    """Learner preset: quick (CPU, minutes), paper (published recipe), or one the learner adds."""
+    device: str = "cpu"
+    """torch device for the learner and evaluation."""
+    out_dir: Path = Path("results")
+    """Results root: runs go to out_dir/<scenario>/<run_id>.{csv,json,npz}."""
+    cache_dir: Path | None = None
+    """Checkpoint cache (default: $HARNESS_CACHE_DIR or ~/.cache/harness)."""
+    data_dir: Path | None = None
+    """User-supplied data for scenarios that need it."""
+    eval_every: int = 0
+    """Also evaluate every N samples (0 = only at experience ends)."""
+    overrides: dict[str, str] = field(default_factory=dict)
+    """--set KEY=VALUE pairs; 'scenario.KEY' / 'learner.KEY' to disambiguate."""
+    tune_lr: bool = True
+    """Choose `lr` on the validation streams (unless set explicitly)."""
+    lr_grid: tuple[float, ...] = LR_GRID
+    """Candidate learning rates, shared by every learner."""
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise HarnessError(f"--seed must be >= 0, got {self.seed}")
+        if self.eval_every < 0:
+            raise HarnessError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not (self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps"):
+            raise HarnessError(f"--device must be cpu, cuda or cuda:N, got {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise HarnessError("--device cuda asked for, but torch sees no GPU; use --device cpu")
+        if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid) or not self.lr_grid:
+            raise HarnessError("lr grid must be non-empty positive finite numbers")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    learner: str
+    scenario: str
+    seed: int
+    status: str
+    """'ok', 'diverged' or 'failed'."""
+    metrics: dict[str, float]
+    extra: dict[str, Any]
+    csv_path: Path | None = None
+    error: str = ""
+
+
+def split_overrides(overrides: dict[str, str], scen_cls: type, learn_cls: type,
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """Route --set keys to the scenario or the learner config (prefix to disambiguate)."""
+    s_fields, l_fields = field_names(scen_cls), field_names(learn_cls)
+    scen: dict[str, str] = {}
+    learn: dict[str, str] = {}
+    for key, value in overrides.items():
+        if key.startswith("scenario."):
+            scen[key.removeprefix("scenario.")] = value
+        elif key.startswith("learner."):
+            learn[key.removeprefix("learner.")] = value
+        elif key in s_fields and key in l_fields:
+            raise HarnessError(f"--set {key} is ambiguous; write scenario.{key} or learner.{key}")
+        elif key in s_fields:
+            scen[key] = value
+        elif key in l_fields:
+            learn[key] = value
+        else:
+            close = difflib.get_close_matches(key, sorted(s_fields | l_fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise HarnessError(
+                f"--set {key}: neither the scenario nor the learner has this parameter{hint} "
+                f"(scenario: {', '.join(sorted(s_fields))}; learner: {', '.join(sorted(l_fields))})"
+            )
+    return scen, learn
+
+
+def build_scenario(scenario_id: str, seed: int, data_dir: Path | None,
+                   overrides: dict[str, str]) -> Scenario:
+    entry = get_scenario(scenario_id)
+    cfg = apply_overrides(entry.config_class(), overrides, what=f"scenario {scenario_id}")
+    return cfg.build(seed=seed, data_dir=data_dir)
+
+
+def meta_train_fingerprint(scenario: Scenario) -> str:
+    """Identifies the meta-training data, so a checkpoint is reused only on the same data."""
+    pool = scenario.meta_train
+    if isinstance(pool, LabeledPool):
+        return tensor_digest(pool.x, pool.y)[:16]
+    params = {k: v for k, v in scenario.params.items() if k != "seed"}
+    return stable_hash([scenario.id, scenario.version, type(pool).__name__, params])
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _n_params(learner: Any) -> int:
+    if isinstance(learner, torch.nn.Module):
+        return sum(p.numel() for p in learner.parameters())
+    return 0
+
+
+@dataclass
+class Prepared:
+    """A learner config made ready: its post-meta-training state, shared by all its runs."""
+
+    entry: Entry
+    cfg: Any
+    state: dict[str, torch.Tensor] | None
+    info: dict[str, Any]
+
+
+_MEMO: dict[str, Prepared] = {}
+
+
+def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
+            progress: Progress | None) -> Prepared:
+    """Build the learner once and meta-train it (or load the cached checkpoint)."""
+    cache = run.cache_dir or default_cache_dir()
+    key = stable_hash([entry.id, train_config_hash(cfg), scenario.id, scenario.version,
+                       meta_train_fingerprint(scenario), harness.__version__.split(".")[0]])
+    if key in _MEMO:
+        return _MEMO[key]
+    path = cache / "checkpoints" / f"{safe_id(entry.id)}-{key}.safetensors"
+    ctx = BuildContext(spec=scenario.spec, seed=run.seed, device=run.device, cache_dir=cache,
+                       progress=progress, resume_path=path.with_suffix(".partial.safetensors"))
+    learner = cfg.build(ctx)
+    info: dict[str, Any] = {"meta_train_s": 0.0, "checkpoint": "", "checkpoint_cached": False}
+    state = None
+    if getattr(learner, "needs_meta_train", False):
+        if scenario.meta_train is None:
+            raise HarnessError(
+                f"learner {entry.id!r} needs meta-training data but scenario {scenario.id!r} "
+                "has none; pick a scenario with a meta-train split"
+            )
+        if checkpoint.exists(path):
+            state, meta = checkpoint.load(path)
+            learner.load_state_dict(state)
+            info.update(meta_train_s=float(meta.get("meta_train_s", 0.0)), checkpoint_cached=True)
+        else:
+            t0 = time.perf_counter()
+            learner.meta_train(scenario.meta_train, Budget(), progress)
+            elapsed = time.perf_counter() - t0
+            state = {k: v.detach().cpu().clone() for k, v in learner.state_dict().items()}
+            checkpoint.save(path, state, {
+                "learner": entry.id, "config": to_dict(cfg), "scenario": scenario.id,
+                "scenario_version": scenario.version,
+                "meta_train_data": meta_train_fingerprint(scenario),
+                "harness_version": harness.__version__, "meta_train_s": elapsed,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            })
+            info.update(meta_train_s=elapsed)
+        info["checkpoint"] = str(path)
+    prepared = Prepared(entry=entry, cfg=cfg, state=state, info=info)
+    _MEMO[key] = prepared
+    return prepared
+
+
+def _instantiate(prep: Prepared, cfg: Any, spec: ScenarioSpec, run: RunConfig,
+                 progress: Progress | None) -> Any:
+    ctx = BuildContext(spec=spec, seed=run.seed, device=run.device,
+                       cache_dir=run.cache_dir or default_cache_dir(), progress=progress)
+    learner = cfg.build(ctx)
+    if prep.state is not None:
+        learner.load_state_dict(prep.state)
+    return learner
+
+
+def _stream_score(rec: StreamRecord) -> float:
+    """Selection score: accuracy on all trained samples after the stream (meta-test train
+    accuracy), or minus the MSE on them for regression."""
+    v = float(np.average(rec.R_train, weights=rec.train_sizes))
+    return v if rec.task == "classification" else -v
+
+
+def select_lr(prep: Prepared, scenario: Scenario, run: RunConfig, explicit: set[str],
+              progress: Progress | None) -> tuple[Any, dict[str, Any]]:
+    """Pick `lr` on the validation streams from the shared grid; record how it was chosen."""
+    cfg = prep.cfg
+    if "lr" not in field_names(type(cfg)):
+        return cfg, {"lr": "", "lr_selected_on": "none"}
+    if "lr" in explicit or not run.tune_lr or not scenario.val_experiences:
+        why = "fixed" if "lr" in explicit or not run.tune_lr else "default (no validation split)"
+        return cfg, {"lr": cfg.lr, "lr_selected_on": why}
+    val_spec = getattr(scenario, "val_spec", None) or scenario.spec
+    scores: dict[float, float] = {}
+    for k, lr in enumerate(run.lr_grid):
+        candidate = dataclasses.replace(cfg, lr=lr)
+        learner = _instantiate(prep, candidate, val_spec, run, None)
+        try:
+            rec = run_stream(learner, scenario.val_experiences, val_spec, device=run.device)
+            scores[lr] = _stream_score(rec)
+        except DivergedError:
+            scores[lr] = -math.inf
+        if progress is not None:
+            progress("lr selection", k + 1, len(run.lr_grid), {"lr": lr})
+    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    n_val = sum(e.n_train for e in scenario.val_experiences)
+    return dataclasses.replace(cfg, lr=best), {
+        "lr": best, "lr_selected_on": f"val({n_val} samples)",
+        "lr_scores": {str(k): v for k, v in scores.items()},
+    }
+
+
+def _stream_metrics(rec: StreamRecord) -> dict[str, tuple[float, int]]:
+    n_test = int(rec.test_sizes.sum())
+    out: dict[str, tuple[float, int]] = {}
+    if rec.task == "classification":
+        summ = metrics.summarize(rec.R, rec.R0, rec.test_sizes, rec.prequential, rec.task)
+        for k, v in summ.items():
+            out[k] = (v, rec.samples if k == "online_acc" else n_test)
+        out["meta_test_train_acc"] = (
+            float(np.average(rec.R_train, weights=rec.train_sizes)), int(rec.train_sizes.sum()))
+        out["meta_test_test_acc"] = (metrics.acc_final_micro(rec.R, rec.test_sizes), n_test)
+    else:
+        summ = metrics.summarize(rec.R, None, None, rec.prequential, rec.task)
+        for k, v in summ.items():
+            out[k] = (v, rec.samples if k == "online_mse" else n_test)
+        for j, v in enumerate(metrics.per_experience_final(rec.R)):
+            out[f"mse_exp{j}"] = (v, int(rec.test_sizes[j]))
+    return out
+
+
+def _episode_metrics(rec: EpisodeRecord) -> dict[str, tuple[float, int]]:
+    mean, half, n = metrics.mean_ci95_normal(rec.scores)
+    name = "episode_acc" if rec.task == "classification" else "episode_mse"
+    return {name: (mean, n), f"{name}_ci95": (half, n)}
+
+
+def execute(run: RunConfig, progress: Progress | None = None,
+            scenario: Scenario | None = None) -> RunResult:
+    """Run one (scenario, learner, seed) and write its results; never half-written.
+
+    Bad input raises HarnessError before anything is written. A diverged or crashed learner is
+    recorded as such (a `diverged`/`failed` row) and reported in the result's status.
+    """
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    t_start = time.perf_counter()
+    s_entry = get_scenario(run.scenario)
+    l_entry = get_learner(run.learner)
+    s_over, l_over = split_overrides(run.overrides, s_entry.config_class(),
+                                     l_entry.config_class())
+    if scenario is None:
+        scenario = build_scenario(run.scenario, run.seed, run.data_dir, s_over)
+    if scenario.spec.task not in l_entry.tasks:
+        raise HarnessError(
+            f"learner {run.learner!r} supports {', '.join(l_entry.tasks)} scenarios, but "
+            f"{run.scenario!r} is {scenario.spec.task}"
+        )
+    cfg = make_config(l_entry, run.preset, l_over)
+    chash = stable_hash([config_hash(cfg), {k: v for k, v in scenario.params.items()
+                                             if k != "seed"}, run.tune_lr, run.lr_grid], 12)
+    run_id = safe_id(f"{run.learner}-{chash[:8]}-{run.preset}-s{run.seed}-"
+                     f"{scenario.stream_hash.rsplit('-', 1)[-1][:8]}")
+    base = {"scenario": scenario.id, "scenario_version": scenario.version,
+            "stream_hash": scenario.stream_hash, "learner": run.learner, "config_hash": chash,
+            "preset": run.preset, "seed": run.seed, "started_at": started,
+            **provenance(run.device)}
+    scen_params = json.dumps({k: v for k, v in scenario.params.items() if k != "seed"},
+                             sort_keys=True, default=str)
+    config: dict[str, Any] = {"run": to_dict(run), "learner_config": to_dict(cfg),
+                              "scenario_params": scenario.params, **base}
+    extra: dict[str, Any] = {"scenario_params": scen_params}
+    torch.manual_seed(run.seed)
+    status, error = "ok", ""
+    values: dict[str, tuple[float, int]] = {}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        prep = prepare(l_entry, cfg, scenario, run, progress)
+        tuned, lr_info = select_lr(prep, scenario, run, set(l_over), progress)
+        learner = _instantiate(prep, tuned, scenario.spec, run, progress)
+        describe = learner.describe() if hasattr(learner, "describe") else {}
+        extra.update({"lr": lr_info["lr"], "lr_selected_on": lr_info["lr_selected_on"],
+                      **describe})
+        config["lr_selection"] = lr_info
+        config["meta_train"] = prep.info
+        if scenario.spec.episodic:
+            erec = run_episodes(learner, scenario.experiences, scenario.spec, device=run.device,
+                                progress=progress)
+            values.update(_episode_metrics(erec))
+            arrays["episode_scores"] = erec.scores
+            stream_s, samples = erec.wall_s, len(erec.scores)
+        else:
+            rec = run_stream(learner, scenario.experiences, scenario.spec, device=run.device,
+                             eval_every=run.eval_every, progress=progress)
+            values.update(_stream_metrics(rec))
+            arrays.update(R=rec.R, R0=rec.R0, R_train=rec.R_train, test_sizes=rec.test_sizes,
+                          train_sizes=rec.train_sizes, prequential=rec.prequential,
+                          prequential_exp=rec.prequential_exp, curve_samples=rec.curve_samples,
+                          curve_scores=rec.curve_scores, per_class_test=rec.per_class_test)
+            stream_s, samples = rec.wall_s, rec.samples
+        values["samples_per_s"] = (samples / stream_s if stream_s > 0 else 0.0, samples)
+        values["params"] = (float(_n_params(learner)), 1)
+        values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)
+    except HarnessError:
+        raise
+    except DivergedError as e:
+        status, error = "diverged", str(e)
+        values = {"diverged": (1.0, 1)}
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        # A learner crashed mid-run: record it as failed, keep everything else.
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        values = {"failed": (1.0, 1)}
+    wall = time.perf_counter() - t_start
+    values["wall_s"] = (wall, 1)
+    values["peak_rss_mb"] = (_peak_rss_mb(), 1)
+    base["wall_s"] = round(wall, 3)
+    config["status"], config["error"] = status, error
+    arrays.setdefault("status", np.array([status]))
+    path = write_run(run.out_dir, scenario.id, run_id, base, values, extra, config, arrays)
+    return RunResult(run_id=run_id, learner=run.learner, scenario=scenario.id, seed=run.seed,
+                     status=status, metrics={k: v for k, (v, _) in values.items()},
+                     extra=extra, csv_path=path, error=error)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '0,2,5' -> [0, 2, 5]; '3' -> [3]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise ValueError
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise HarnessError(f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise HarnessError(f"--seeds {text!r}: seeds must be non-negative integers")
+    return sorted(set(seeds))
+
+
+def compare(base: RunConfig, learners: list[str], seeds: list[int],
+            progress: Progress | None = None) -> list[RunResult]:
+    """Every learner on the identical stream of every seed (the scenario is built once per
+    seed and handed to each learner)."""
+    s_entry = get_scenario(base.scenario)
+    entries = [get_learner(name) for name in learners]  # unknown names fail before any work
+    results = []
+    for seed in seeds:
+        scenario = None
+        for name, entry in zip(learners, entries, strict=True):
+            run = dataclasses.replace(base, learner=name, seed=seed)
+            s_over, _ = split_overrides(run.overrides, s_entry.config_class(),
+                                        entry.config_class())
+            if scenario is None:
+                scenario = build_scenario(run.scenario, seed, run.data_dir, s_over)
+            results.append(execute(run, progress, scenario=scenario))
+    return results
