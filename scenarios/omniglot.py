@@ -295,8 +295,9 @@ class OmniglotStreamConfig:
         """The stream for `seed`. `data_dir`: a folder with the same (checksummed) files."""
         root = None
         if data_dir is not None:
-            root = Path(data_dir) / "omniglot" if (Path(data_dir) / "omniglot").is_dir() \
-                else Path(data_dir)
+            # Accept either the folder holding the files or its parent with an omniglot/ in it.
+            sub = Path(data_dir) / "omniglot"
+            root = sub if sub.is_dir() else Path(data_dir)
         s, ch = self.image_size, self.channels
         bg_images, bg_ids = load_omniglot("background", s, root)
         ev_images, _ = load_omniglot("evaluation", s, root)
