@@ -117,6 +117,9 @@ for _e in [
           "tiny class-incremental Gaussian stream for tests and smoke runs"),
     Entry("sine-incremental", "scenarios.sine:SineIncrementalConfig",
           "OML incremental sine: 10 functions in sequence, MSE per function"),
+    Entry("video-frames", "scenarios.video:VideoFramesConfig",
+          "frames of real videos, one label per video; orderings iid/instance/class-instance "
+          "(Stream-51); held-out segments with a temporal gap"),
 ]:
     register(SCENARIOS, _e)
 
