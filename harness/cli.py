@@ -258,7 +258,7 @@ def leaderboard(
             raise HarnessError(f"--format {fmt!r}: choose md or csv")
         runs = load_runs(directory)
         table = leaderboard_table(runs, primary_metric=metric)
-        csv_path, md_path = write_leaderboard(directory, runs)
+        csv_path, md_path = write_leaderboard(directory, runs, primary_metric=metric)
         if fmt == "csv":
             out.print(table.to_csv(index=False), markup=False, highlight=False, soft_wrap=True)
         else:

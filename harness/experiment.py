@@ -156,10 +156,9 @@ def _n_params(learner: Any) -> int:
 
 @dataclass
 class Prepared:
-    """A learner config made ready: its post-meta-training state, shared by all its runs."""
+    """The post-meta-training state of a learner config, shared by all its runs (the key
+    leaves out eval-only fields such as `lr`)."""
 
-    entry: Entry
-    cfg: Any
     state: dict[str, torch.Tensor] | None
     info: dict[str, Any]
 
@@ -205,7 +204,7 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
             })
             info.update(meta_train_s=elapsed)
         info["checkpoint"] = str(path)
-    prepared = Prepared(entry=entry, cfg=cfg, state=state, info=info)
+    prepared = Prepared(state=state, info=info)
     _MEMO[key] = prepared
     return prepared
 
@@ -227,10 +226,9 @@ def _stream_score(rec: StreamRecord) -> float:
     return v if rec.task == "classification" else -v
 
 
-def select_lr(prep: Prepared, scenario: Scenario, run: RunConfig, explicit: set[str],
+def select_lr(cfg: Any, prep: Prepared, scenario: Scenario, run: RunConfig, explicit: set[str],
               progress: Progress | None) -> tuple[Any, dict[str, Any]]:
     """Pick `lr` on the validation streams from the shared grid; record how it was chosen."""
-    cfg = prep.cfg
     if "lr" not in field_names(type(cfg)):
         return cfg, {"lr": "", "lr_selected_on": "none"}
     if "lr" in explicit or not run.tune_lr or not scenario.val_experiences:
@@ -321,7 +319,7 @@ def execute(run: RunConfig, progress: Progress | None = None,
     arrays: dict[str, np.ndarray] = {}
     try:
         prep = prepare(l_entry, cfg, scenario, run, progress)
-        tuned, lr_info = select_lr(prep, scenario, run, set(l_over), progress)
+        tuned, lr_info = select_lr(cfg, prep, scenario, run, set(l_over), progress)
         learner = _instantiate(prep, tuned, scenario.spec, run, progress)
         describe = learner.describe() if hasattr(learner, "describe") else {}
         extra.update({"lr": lr_info["lr"], "lr_selected_on": lr_info["lr_selected_on"],

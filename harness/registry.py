@@ -120,6 +120,12 @@ for _e in [
     Entry("video-frames", "scenarios.video:VideoFramesConfig",
           "frames of real videos, one label per video; orderings iid/instance/class-instance "
           "(Stream-51); held-out segments with a temporal gap"),
+    Entry("sinusoid-fewshot", "scenarios.fewshot:SinusoidFewShotConfig",
+          "MAML sinusoid regression: K-shot (5, 10) episodes, MSE after 1/5/10 inner steps"),
+    Entry("omniglot-fewshot", "scenarios.fewshot:OmniglotFewShotConfig",
+          "N-way K-shot Omniglot episodes (background meta-train, evaluation test), 95% CI"),
+    Entry("miniimagenet-fewshot", "scenarios.fewshot:MiniImageNetFewShotConfig",
+          "5-way 1/5-shot MiniImageNet episodes, Ravi & Larochelle split (--data-dir images)"),
 ]:
     register(SCENARIOS, _e)
 
@@ -131,8 +137,33 @@ for _e in [
           ("classification", "regression")),
     Entry("replay", "baselines.replay:ReplayConfig",
           "experience replay with a reservoir buffer", ("classification", "regression")),
+    Entry("pretrain", "baselines.finetune:PretrainConfig",
+          "Pretrain & Transfer: supervised pre-training on the meta-train split, head-only "
+          "online SGD", ("classification", "regression")),
     Entry("ncm", "baselines.ncm:NCMConfig", "nearest class mean on frozen features"),
     Entry("slda", "baselines.slda:SLDAConfig",
           "streaming LDA on frozen features (Hayes & Kanan 2020)"),
+    Entry("maml", "baselines.maml:MAMLConfig",
+          "MAML (Finn et al. 2017), second order, vmap over the meta-batch",
+          ("classification", "regression")),
+    Entry("fomaml", "baselines.maml:FOMAMLConfig", "first-order MAML",
+          ("classification", "regression")),
+    Entry("maml++", "baselines.maml:MAMLPlusPlusConfig",
+          "MAML++ (Antoniou et al. 2019): MSL, DA, per-step BN, LSLR, cosine (each a switch)",
+          ("classification", "regression")),
+    Entry("anil", "baselines.maml:ANILConfig", "ANIL (Raghu et al. 2020): only the head adapts",
+          ("classification", "regression")),
+    Entry("boil", "baselines.maml:BOILConfig", "BOIL (Oh et al. 2021): only the body adapts",
+          ("classification", "regression")),
+    Entry("sparse-maml", "baselines.sparse_maml:SparseMAMLConfig",
+          "sparse-MAML (von Oswald et al. 2021): binary inner-lr masks, straight-through",
+          ("classification", "regression")),
+    Entry("sparse-relu-maml", "baselines.sparse_maml:SparseReLUMAMLConfig",
+          "sparse-ReLU-MAML: inner-lr masks max(m, 0)", ("classification", "regression")),
+    Entry("reptile", "baselines.reptile:ReptileConfig",
+          "Reptile (Nichol et al. 2018): interpolate toward task-adapted weights",
+          ("classification", "regression")),
+    Entry("protonet", "baselines.protonet:ProtoNetConfig",
+          "Prototypical Networks (Snell et al. 2017): nearest class-mean embedding"),
 ]:
     register(LEARNERS, _e)

@@ -1,0 +1,90 @@
+"""CLI smoke runs in-process with tiny budgets, and the exit codes of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+runner = CliRunner()
+TINY = ["--set", "n_classes=4", "--set", "train_per_class=6", "--set", "test_per_class=3"]
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_list_names_every_registered_entry() -> None:
+    from harness.registry import list_learners, list_scenarios
+
+    res = _invoke("list")
+    assert res.exit_code == 0
+    for e in [*list_scenarios(), *list_learners()]:
+        assert e.id in res.output
+    assert _invoke("list", "scenarios").exit_code == 0
+    assert _invoke("list", "bogus").exit_code == 2
+
+
+def test_run_compare_and_leaderboard(tmp_path: Path) -> None:
+    out, cache = str(tmp_path / "res"), str(tmp_path / "cache")
+    res = _invoke("run", "--scenario", "synthetic-stream", "--learner", "my_learners.toy:Linear",
+                  "--out", out, "--cache-dir", cache, "--quiet", *TINY)
+    assert res.exit_code == 0, res.output
+    res = _invoke("compare", "--scenario", "synthetic-stream", "--learners",
+                  "my_learners.toy:Linear,finetune", "--seeds", "0-1", "--out", out,
+                  "--cache-dir", cache, "--quiet", "--no-tune", *TINY)
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "res" / "synthetic-stream"
+    assert len(list(folder.glob("*.csv"))) == 4 + 2  # 4 runs (1 reused) + leaderboard + ...
+    assert (folder / "leaderboard.md").exists()
+    res = _invoke("leaderboard", str(folder))
+    assert res.exit_code == 0 and "finetune" in res.output
+    res = _invoke("leaderboard", str(folder), "--format", "csv")
+    assert res.exit_code == 0 and "acc_final_macro_mean" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "--scenario", "nope", "--learner", "finetune"], "unknown scenario"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "finetuen"], "did you mean"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "finetune", "--set", "x"],
+         "KEY=VALUE"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "finetune", "--set",
+          "n_classes=-3"], "n_classes"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "finetune", "--seed", "-1"],
+         "seed"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "my_learners.toy:WrongShape"],
+         "returned shape"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "no_such_module:X"],
+         "cannot import"),
+        (["compare", "--scenario", "synthetic-stream", "--learners", "finetune",
+          "--seeds", "3-1"], "--seeds"),
+        (["leaderboard", "/nonexistent/folder"], "nonexistent"),
+        (["run", "--scenario", "synthetic-stream", "--learner", "finetune", "--device", "tpu"],
+         "--device"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = runner.invoke(app, [*args, "--out", str(tmp_path)] if args[0] != "leaderboard"
+                        else args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output
+    assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_diverged_run_exits_1(tmp_path: Path) -> None:
+    res = _invoke("run", "--scenario", "synthetic-stream", "--learner",
+                  "my_learners.toy:Diverging", "--out", str(tmp_path), "--quiet", *TINY)
+    assert res.exit_code == 1
+    assert "diverged" in res.output
+
+
+def test_check_passes_a_good_learner_and_fails_a_bad_one() -> None:
+    assert _invoke("check", "my_learners.toy:Linear").exit_code == 0
+    res = _invoke("check", "my_learners.toy:WrongShape")
+    assert res.exit_code == 1 and "predict shape" in res.output

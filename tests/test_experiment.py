@@ -1,0 +1,155 @@
+"""End-to-end runs on the synthetic stream: results, provenance, caching, lr selection, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import metrics
+from harness.errors import HarnessError
+from harness.experiment import RunConfig, compare, execute, parse_seeds
+from harness.results import COLUMNS
+
+SMALL = {"n_classes": "4", "train_per_class": "10", "test_per_class": "5"}
+
+
+def _cfg(tmp_path: Path, learner: str, **kw) -> RunConfig:
+    kw.setdefault("overrides", dict(SMALL))
+    return RunConfig(scenario="synthetic-stream", learner=learner, out_dir=tmp_path / "res",
+                     cache_dir=tmp_path / "cache", **kw)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_writes_tidy_rows_config_and_raw_arrays(tmp_path: Path) -> None:
+    res = execute(_cfg(tmp_path, "my_learners.toy:Linear"))
+    assert res.status == "ok"
+    rows = _rows(res.csv_path)
+    assert list(rows[0])[: len(COLUMNS)] == COLUMNS
+    by_metric = {r["metric"]: float(r["value"]) for r in rows}
+    for key in ("acc_final_macro", "forgetting_max", "bwt", "fwt", "online_acc",
+                "meta_test_test_acc", "wall_s", "peak_rss_mb", "samples_per_s", "params"):
+        assert key in by_metric
+    assert {r["seed"] for r in rows} == {"0"} and rows[0]["git_sha"] and rows[0]["torch_version"]
+    # Any metric can be recomputed from the raw arrays saved beside the CSV.
+    raw = np.load(res.csv_path.with_suffix(".npz"))
+    assert by_metric["acc_final_macro"] == pytest.approx(metrics.acc_final_macro(raw["R"]))
+    assert by_metric["forgetting_max"] == pytest.approx(metrics.forgetting_max(raw["R"]))
+    assert by_metric["online_acc"] == pytest.approx(raw["prequential"].mean())
+    config = json.loads(res.csv_path.with_suffix(".json").read_text())
+    assert config["run"]["learner"] == "my_learners.toy:Linear"
+    assert config["scenario_params"]["n_classes"] == 4
+    leftovers = [p for p in res.csv_path.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_same_seed_same_results(tmp_path: Path) -> None:
+    a = execute(_cfg(tmp_path / "a", "finetune", seed=3, lr_grid=(1e-3, 1e-1)))
+    b = execute(_cfg(tmp_path / "b", "finetune", seed=3, lr_grid=(1e-3, 1e-1)))
+    for key in ("acc_final_macro", "online_acc", "forgetting_max", "bwt"):
+        assert a.metrics[key] == b.metrics[key]
+    assert a.extra["lr"] == b.extra["lr"]
+    assert a.run_id == b.run_id
+
+
+def test_lr_is_chosen_on_validation_from_the_shared_grid(tmp_path: Path) -> None:
+    grid = (1e-6, 1e-3, 1e-1)
+    res = execute(_cfg(tmp_path, "finetune", lr_grid=grid))
+    assert res.extra["lr"] in grid
+    assert res.extra["lr_selected_on"].startswith("val(")
+    scores = json.loads(res.csv_path.with_suffix(".json").read_text())["lr_selection"]
+    assert len(scores["lr_scores"]) == len(grid)
+    best = max(scores["lr_scores"].values())
+    assert scores["lr_scores"][str(res.extra["lr"])] == best
+    # An explicit lr is kept and recorded as fixed.
+    fixed = execute(_cfg(tmp_path, "finetune", overrides={**SMALL, "lr": "0.01"}))
+    assert fixed.extra["lr"] == 0.01 and fixed.extra["lr_selected_on"] == "fixed"
+
+
+def test_pretraining_is_cached_and_reused(tmp_path: Path) -> None:
+    first = execute(_cfg(tmp_path, "ncm"))
+    ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))
+    assert len(ckpts) == 1 and ckpts[0].with_suffix(".json").exists()
+    assert first.metrics["meta_train_s"] > 0
+    from harness import experiment
+
+    experiment._MEMO.clear()  # a new process would start with an empty memo
+    mtime = ckpts[0].stat().st_mtime
+    second = execute(_cfg(tmp_path, "ncm"))
+    assert ckpts[0].stat().st_mtime == mtime  # loaded, not retrained
+    cfg = json.loads(second.csv_path.with_suffix(".json").read_text())
+    assert cfg["meta_train"]["checkpoint_cached"] is True
+    assert second.metrics["acc_final_macro"] == first.metrics["acc_final_macro"]
+
+
+def test_diverged_run_is_recorded_and_other_results_survive(tmp_path: Path) -> None:
+    ok = execute(_cfg(tmp_path, "my_learners.toy:Linear"))
+    before = ok.csv_path.read_bytes()
+    bad = execute(_cfg(tmp_path, "my_learners.toy:Diverging"))
+    assert bad.status == "diverged"
+    assert {r["metric"] for r in _rows(bad.csv_path)} >= {"diverged", "wall_s"}
+    assert ok.csv_path.read_bytes() == before
+
+
+def test_crashing_learner_is_recorded_as_failed(tmp_path: Path) -> None:
+    res = execute(_cfg(tmp_path, "my_learners.toy:Crashing"))
+    assert res.status == "failed" and "boom" in res.error
+
+
+def test_interrupted_run_leaves_no_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.experiment as exp
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exp, "run_stream", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        execute(_cfg(tmp_path, "my_learners.toy:Linear"))
+    assert not list((tmp_path / "res").rglob("*.csv"))
+
+
+def test_compare_gives_every_learner_the_identical_stream(tmp_path: Path) -> None:
+    base = _cfg(tmp_path, "finetune", lr_grid=(1e-3, 1e-1))
+    results = compare(base, ["finetune", "ncm"], [0, 1])
+    by_seed: dict[int, set[str]] = {}
+    for r in results:
+        stream = {row["stream_hash"] for row in _rows(r.csv_path)}
+        by_seed.setdefault(r.seed, set()).update(stream)
+    assert all(len(h) == 1 for h in by_seed.values())
+    assert by_seed[0] != by_seed[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"learner": "finetun"}, "did you mean finetune"),
+        ({"scenario": "omniglot-strem"}, "did you mean omniglot-stream"),
+        ({"overrides": {"n_clases": "3"}}, "did you mean n_classes"),
+        ({"overrides": {"n_classes": "many"}}, "bad value 'many' for n_classes"),
+        ({"overrides": {"n_classes": "0"}}, "n_classes"),
+        ({"overrides": {"lr": "-1"}}, "lr must be > 0"),
+        ({"preset": "nope"}, "no preset 'nope'"),
+    ],
+)
+def test_bad_input_is_a_one_line_harness_error(tmp_path: Path, kwargs, message) -> None:
+    cfg = {"scenario": "synthetic-stream", "learner": "finetune", **kwargs}
+    with pytest.raises(HarnessError, match=message) as e:
+        execute(RunConfig(out_dir=tmp_path / "res", cache_dir=tmp_path / "c", **cfg))
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "res").exists()  # nothing written on bad input
+
+
+def test_wrong_task_and_seed_parsing(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="supports classification"):
+        execute(RunConfig(scenario="sine-incremental", learner="ncm", out_dir=tmp_path))
+    assert parse_seeds("0-2") == [0, 1, 2] and parse_seeds("4,1") == [1, 4]
+    for bad in ("2-0", "a", "-1"):
+        with pytest.raises(HarnessError):
+            parse_seeds(bad)
