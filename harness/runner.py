@@ -116,9 +116,11 @@ def run_stream(
         raise ValueError("run_stream needs at least one experience")
     task = spec.task
 
+    last: list[Tensor] = []
+
     def eval_tests() -> np.ndarray:
-        return np.array([_mean(evaluate(learner, e.x_test, e.y_test, spec, device))
-                         for e in experiences])
+        last[:] = [evaluate(learner, e.x_test, e.y_test, spec, device) for e in experiences]
+        return np.array([_mean(s) for s in last])
 
     t0 = time.perf_counter()
     R = np.full((T, T), np.nan)
@@ -151,8 +153,9 @@ def run_stream(
         R[i] = eval_tests()
     R_train = np.array([_mean(evaluate(learner, e.x, e.y, spec, device)) for e in experiences])
     per_class = np.zeros(0)
-    if task == "classification":
-        per_class = _per_class_accuracy(learner, experiences, spec, device)
+    if task == "classification":  # from the final evaluation's hits, not a new pass
+        per_class = _per_class_accuracy(torch.cat([e.y_test for e in experiences]),
+                                        torch.cat(last), spec.n_outputs)
     return StreamRecord(
         R=R, R0=R0, R_train=R_train,
         test_sizes=np.array([e.n_test for e in experiences]),
@@ -165,13 +168,7 @@ def run_stream(
     )
 
 
-def _per_class_accuracy(
-    learner: Learner, experiences: Sequence[Experience], spec: ScenarioSpec, device: str
-) -> np.ndarray:
-    x = torch.cat([e.x_test for e in experiences])
-    y = torch.cat([e.y_test for e in experiences])
-    hits = evaluate(learner, x, y, spec, device)
-    n = spec.n_outputs
+def _per_class_accuracy(y: Tensor, hits: Tensor, n: int) -> np.ndarray:
     count = torch.bincount(y, minlength=n).float()
     correct = torch.bincount(y, weights=hits, minlength=n)
     return torch.where(count > 0, correct / count.clamp(min=1), torch.nan).numpy()
