@@ -48,7 +48,7 @@ class BackboneConfig:
     pretrain_batch: int = 64
     """Minibatch size of pre-training; >= 1."""
     meta_seed: int = 0
-    """Seed of the features' init and of pre-training, the same for every run seed; >= 0."""
+    """Seed of the head init, of pre-trained features and of pre-training (not run seed); >= 0."""
 
     def __post_init__(self) -> None:
         if not self.backbone:
@@ -144,10 +144,13 @@ class FeatureLearner(nn.Module):
     """Base of the baselines: `features` (checkpointed) and an optional linear `head`.
 
     The features are initialized from `cfg.meta_seed` when they are to be pre-trained (one
-    checkpoint serves every run seed) and from the run seed otherwise. The head starts at
-    zero, so `state_dict()` (the features) plus the spec determine the whole learner: loading
-    a checkpoint into a learner built with any seed gives the same predictions. Subclasses set
-    up their online state in `_reset_stream()` and call `_save_reset_point()` at the end of
+    checkpoint serves every run seed) and from the run seed otherwise. The head is PyTorch's
+    default init drawn from `cfg.meta_seed`, not the run seed: then `state_dict()` (the
+    features) plus the spec and config determine the whole learner, and loading a checkpoint
+    into a learner built with any run seed gives the same predictions. (A zero head was
+    rejected: with it, tiny learning rates turn online SGD into a forgetting-free
+    class-sum classifier, and lr selection picks that degenerate regime.) Subclasses set up
+    their online state in `_reset_stream()` and call `_save_reset_point()` at the end of
     `__init__`.
     """
 
@@ -160,10 +163,8 @@ class FeatureLearner(nn.Module):
         name = resolve_backbone(cfg, ctx.spec)
         with seeded(cfg.meta_seed if cfg.pretrain else ctx.seed):
             self.features = make_backbone(name, ctx.spec, cfg.width)
-        self.head = nn.Linear(self.features.out_dim, ctx.spec.n_outputs) if head else None
-        if self.head is not None:  # zeros: the head needs no seed and no checkpoint
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        with seeded(derive_seed(cfg.meta_seed, "head")):
+            self.head = nn.Linear(self.features.out_dim, ctx.spec.n_outputs) if head else None
         self.to(self.device)
         self._reset_point: dict[str, Tensor] = {}
 

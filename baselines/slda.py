@@ -10,7 +10,8 @@ before the update):
 
 Prediction: Lambda = pinv((1 - eps) * cov + eps * I) (shrinkage eps = 1e-4), logits
 x^T W_c + b_c with W_c = Lambda mu_c and b_c = -mu_c^T Lambda mu_c / 2. Lambda, W and b are
-cached and recomputed only after the statistics changed. Classes never seen get UNSEEN_LOGIT
+cached and recomputed only after the statistics changed (W by a Cholesky solve when the matrix
+is positive definite, i.e. eps > 0; pinv otherwise). Classes never seen get UNSEEN_LOGIT
 (the paper's code scores them with zero means). Statistics are float64.
 """
 
@@ -86,8 +87,14 @@ class SLDALearner(FeatureLearner):
         if self._classifier is None:
             eps = self.cfg.shrinkage
             eye = torch.eye(len(self.cov), dtype=self.cov.dtype, device=self.cov.device)
-            precision = torch.linalg.pinv((1 - eps) * self.cov + eps * eye, hermitian=True)
-            w = precision @ self.means.T
+            a = (1 - eps) * self.cov + eps * eye
+            # Lambda @ mu by Cholesky: A is SPD for eps > 0, where this equals pinv(A) @ mu
+            # up to rounding and is ~5x faster (it runs after every observe in a stream).
+            chol, info = torch.linalg.cholesky_ex(a)
+            if int(info) == 0:
+                w = torch.cholesky_solve(self.means.T, chol)
+            else:  # singular (eps = 0): the pseudo-inverse, as in the paper
+                w = torch.linalg.pinv(a, hermitian=True) @ self.means.T
             b = -0.5 * (self.means.T * w).sum(0)
             self._classifier = (w, b)
         return self._classifier
