@@ -400,3 +400,27 @@ def test_configs_validate_and_lr_is_eval_only() -> None:
     assert {"conv4", "convnet-small", "mlp"} <= set(BACKBONES)
     with pytest.raises(HarnessError, match="classification"):
         _build(SLDAConfig(pretrain=False), ScenarioSpec((3,), 1, task="regression"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", list(ALL_CONFIGS))
+def test_learners_run_on_cuda(name: str) -> None:
+    exps = _experiences(classes_per_exp=2, batch_size=3)
+    cfg = ALL_CONFIGS[name]
+    outs = {}
+    for device in ("cpu", "cuda"):
+        learner = cfg.build(BuildContext(spec=SPEC, seed=0, device=device))
+        if learner.needs_meta_train:
+            learner.meta_train(_pool(), Budget(), None)
+        learner.train(True)
+        for exp in exps:
+            for x, y in exp:
+                with torch.no_grad():
+                    learner.predict(x.to(device))
+                learner.observe(x.to(device), y.to(device))
+        out = _predict(learner, torch.cat([e.x_test for e in exps]).to(device))
+        assert out.device.type == device and torch.isfinite(out).all()
+        outs[device] = out.cpu()
+    agree = (outs["cpu"].argmax(1) == outs["cuda"].argmax(1)).float().mean()
+    assert agree >= 0.9, f"cpu and cuda disagree on {1 - agree:.0%} of the test samples"
