@@ -268,8 +268,8 @@ def _stream_metrics(rec: StreamRecord) -> dict[str, tuple[float, int]]:
         summ = metrics.summarize(rec.R, None, None, rec.prequential, rec.task)
         for k, v in summ.items():
             out[k] = (v, rec.samples if k == "online_mse" else n_test)
-        for j, v in enumerate(metrics.per_experience_final(rec.R)):
-            out[f"mse_exp{j}"] = (v, int(rec.test_sizes[j]))
+        for j, v in enumerate(rec.R[-1]):  # the MSE of each function after the stream
+            out[f"mse_exp{j}"] = (float(v), int(rec.test_sizes[j]))
     return out
 
 
