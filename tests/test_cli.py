@@ -88,3 +88,23 @@ def test_check_passes_a_good_learner_and_fails_a_bad_one() -> None:
     assert _invoke("check", "my_learners.toy:Linear").exit_code == 0
     res = _invoke("check", "my_learners.toy:WrongShape")
     assert res.exit_code == 1 and "predict shape" in res.output
+
+
+def test_corrupt_or_missing_data_file_exits_2_naming_the_file(tmp_path: Path) -> None:
+    import shutil
+
+    from scenarios.omniglot import DATA_DIR
+
+    bad = tmp_path / "omniglot"
+    shutil.copytree(DATA_DIR, bad)
+    blob = bytearray((bad / "images_evaluation.npz").read_bytes())
+    blob[1000] ^= 0xFF
+    (bad / "images_evaluation.npz").write_bytes(bytes(blob))
+    res = _invoke("run", "--scenario", "omniglot-stream", "--learner", "finetune",
+                  "--data-dir", str(tmp_path), "--out", str(tmp_path / "res"), "--quiet")
+    assert res.exit_code == 2 and "images_evaluation.npz" in res.output
+    (bad / "images_evaluation.npz").unlink()
+    res = _invoke("run", "--scenario", "omniglot-stream", "--learner", "finetune",
+                  "--data-dir", str(tmp_path), "--out", str(tmp_path / "res"), "--quiet")
+    assert res.exit_code == 2 and "images_evaluation.npz" in res.output
+    assert not (tmp_path / "res").exists()
