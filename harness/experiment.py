@@ -313,6 +313,12 @@ def execute(run: RunConfig, progress: Progress | None = None,
     config: dict[str, Any] = {"run": to_dict(run), "learner_config": to_dict(cfg),
                               "scenario_params": scenario.params, **base}
     extra: dict[str, Any] = {"scenario_params": scen_params}
+    if progress is not None:
+        outer = progress
+
+        def progress(phase: str, done: int, total: int, info: dict[str, float]) -> None:
+            outer(f"{run.learner} s{run.seed}: {phase}", done, total, info)
+
     torch.manual_seed(run.seed)
     status, error = "ok", ""
     values: dict[str, tuple[float, int]] = {}
