@@ -1,0 +1,199 @@
+"""OML on incremental sine regression (Javed & White 2019, section 4.1).
+
+Network: 9 Linear layers with ReLU, 11 -> 300 -> 300 -> 300 -> 300 -> 300 -> 900 (the RLN,
+six layers) | 900 -> 300 -> 300 -> 1 (the PLN, three layers): 996,601 parameters. The input is
+z and the one-hot slot of the function (`sine-incremental`).
+
+Meta-training: each outer step draws a fresh sequence of 10 functions (the scenario's
+`TaskSampler`); the PLN (fast) is trained through them in order, 40 SGD steps of batch 8 per
+function at lr 0.003; the outer loss is the MSE at the adapted PLN on held-out points of all
+10 functions; Adam 1e-4 on RLN and PLN.
+
+Meta-test: the RLN is frozen and the PLN, starting from its meta-learned weights, learns by
+SGD on each incoming batch (lr chosen by the runner). `init='pretrain'` instead trains the
+whole network supervised on random points of random sequences (Pretrain & Transfer);
+`init='random'` leaves it at its initialization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.headonly import HeadOnlyConfig, MetaTrainable
+from harness.config import BuildContext, Progress
+from harness.errors import DivergedError, HarnessError
+from harness.meta import functional, inner_loop
+from harness.protocol import Budget
+
+
+class SineNet(nn.Module):
+    """RLN (6 Linear + ReLU) and PLN (3 Linear); sizes of the OML paper by default."""
+
+    def __init__(self, in_dim: int = 11, width: int = 300, rep: int = 900) -> None:
+        super().__init__()
+        dims = [in_dim, width, width, width, width, width, rep]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.rln = nn.Sequential(*layers)
+        self.pln = nn.Sequential(nn.Linear(rep, width), nn.ReLU(), nn.Linear(width, width),
+                                 nn.ReLU(), nn.Linear(width, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pln(self.rln(x))
+
+
+@dataclass
+class OMLSineConfig(HeadOnlyConfig):
+    """OML incremental-sine recipe (defaults: the paper)."""
+
+    width: int = 300
+    """Hidden width (paper 300); >= 1."""
+    rep: int = 900
+    """Representation size (paper 900); >= 1."""
+    order: Literal["first", "second"] = "second"
+    """Meta-gradient order."""
+    meta_steps: int = 20000
+    """Outer (Adam) steps; >= 1."""
+    meta_lr: float = 1e-4
+    """Adam learning rate of the outer loop; > 0."""
+    inner_lr: float = 0.003
+    """SGD learning rate of the inner loop; > 0."""
+    steps_per_function: int = 40
+    """Inner SGD steps (batches) per function; >= 1."""
+    query_per_function: int = 20
+    """Held-out points per function in the outer loss; >= 1."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"order": "first", "meta_steps": 1500, "max_meta_seconds": 300.0,
+                  "pretrain_steps": 3000},
+        "long": {"order": "first", "meta_steps": 20000, "pretrain_steps": 20000},
+        "paper": {},
+    }
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        for name in ("width", "rep", "meta_steps", "steps_per_function", "query_per_function"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.order not in ("first", "second"):
+            raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
+        if not (self.meta_lr > 0 and self.inner_lr > 0):
+            raise ValueError("meta_lr and inner_lr must be > 0")
+
+    def build(self, ctx: BuildContext) -> OMLSineLearner:
+        return OMLSineLearner(self, ctx)
+
+
+class OMLSineLearner(MetaTrainable):
+    """Frozen RLN, PLN trained online by SGD from its (meta-)trained weights."""
+
+    cfg: OMLSineConfig
+
+    def __init__(self, cfg: OMLSineConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        if ctx.spec.task != "regression" or len(ctx.spec.input_shape) != 1:
+            raise HarnessError("oml-sine is for vector regression scenarios (sine-incremental)")
+        if ctx.spec.n_outputs != 1:
+            raise HarnessError(f"oml-sine predicts one value; this scenario has "
+                               f"{ctx.spec.n_outputs} outputs")
+        self.cfg, self.spec = cfg, ctx.spec
+        self.device = torch.device(ctx.device)
+        self.needs_meta_train = cfg.init != "random"
+        self._progress = ctx.progress
+        self._resume_path = ctx.resume_path
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.meta_seed)
+            self.net = SineNet(ctx.spec.input_shape[0], cfg.width, cfg.rep)
+        self._fm = functional(self.net.pln, "")
+        self.to(self.device)
+        self._save_reset_point()
+
+    def _save_reset_point(self) -> None:
+        self._pln0 = {k: v.detach().clone() for k, v in self.net.pln.state_dict().items()}
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the (meta-)trained PLN with a fresh SGD optimizer."""
+        self.net.pln.load_state_dict(self._pln0)
+        self.opt = torch.optim.SGD(self.net.pln.parameters(), lr=self.cfg.lr)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict, assign)
+        self._save_reset_point()
+        return result
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def observe(self, x: Tensor, y: Tensor) -> None:
+        with torch.no_grad():
+            rep = self.net.rln(x)
+        with torch.enable_grad():
+            loss = F.mse_loss(self.net.pln(rep), y.reshape(-1, 1).to(rep.dtype))
+            if not torch.isfinite(loss):
+                raise DivergedError(f"stream loss is {loss.item()}; lower lr (now {self.cfg.lr})")
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+    def set_task(self, task_id: int) -> None:
+        """Task ids are ignored (the input carries the function's slot)."""
+
+    def describe(self) -> dict[str, str | float]:
+        return {"variant": "oml-sine", "init": self.cfg.init,
+                "gradient_order": self.cfg.order if self.cfg.init == "meta" else "",
+                "meta_train_steps": float(self.steps_done), "eval_optimizer": "sgd",
+                "eval_trains": "PLN (RLN frozen)"}
+
+    # -- (meta-)training ------------------------------------------------------------------------
+
+    def _task(self, sampler: Any, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A fresh function sequence: trajectory batches [S, 8, d] and query points."""
+        exps = sampler.sample(gen)
+        k, q = self.cfg.steps_per_function, self.cfg.query_per_function
+        xs, ys, xq, yq = [], [], [], []
+        for e in exps:
+            n = min(k * e.batch_size, e.n_train)
+            xs.append(e.x[:n].reshape(-1, e.batch_size, e.x.shape[1]))
+            ys.append(e.y[:n].reshape(-1, e.batch_size, 1))
+            xq.append(e.x_test[:q])
+            yq.append(e.y_test[:q])
+        dev = self.device
+        return (torch.cat(xs).to(dev), torch.cat(ys).to(dev), torch.cat(xq).to(dev),
+                torch.cat(yq).to(dev))
+
+    def _meta_step(self, sampler: Any, gen: torch.Generator) -> Tensor:
+        xs, ys, xq, yq = self._task(sampler, gen)
+        first = self.cfg.order == "first"
+        rep = self.net.rln(xs.reshape(-1, xs.shape[-1])).reshape(*xs.shape[:2], -1)
+        fast, slow = self._fm.params()
+        adapted = inner_loop(self._fm, fast, slow, rep.detach() if first else rep, ys,
+                             loss_fn=F.mse_loss, lr=self.cfg.inner_lr, first_order=first)
+        return F.mse_loss(self._fm(adapted, slow, self.net.rln(xq)), yq)
+
+    def _pretrain_step(self, sampler: Any, gen: torch.Generator) -> Tensor:
+        xs, ys, _, _ = self._task(sampler, gen)
+        x, y = xs.reshape(-1, xs.shape[-1]), ys.reshape(-1, 1)
+        idx = torch.randperm(len(x), generator=gen)[: self.cfg.pretrain_batch]
+        return F.mse_loss(self.net(x[idx]), y[idx])
+
+    def meta_train(self, sampler: Any, budget: Budget, progress: Progress | None = None) -> None:
+        if self.cfg.init == "random":
+            return
+        if not hasattr(sampler, "sample"):
+            raise HarnessError(f"oml-sine needs a task sampler, got {type(sampler).__name__}")
+        if self.cfg.init == "meta":
+            total, lr, fn, phase = (self.cfg.meta_steps, self.cfg.meta_lr, self._meta_step,
+                                    "meta-train oml-sine")
+        else:
+            total, lr, fn, phase = (self.cfg.pretrain_steps, self.cfg.pretrain_lr,
+                                    self._pretrain_step, "pretrain oml-sine")
+        self._train_loop(sampler, total, lr, fn, budget, progress or self._progress, phase)
+        self._save_reset_point()
