@@ -29,9 +29,11 @@ Experiences: one per sequence (`instance`, and `iid` cut in equal chunks) or one
 held-out frames of the sequences it trains on (for `iid`/`class-iid`: of the sequences, or
 classes, at the same position in sorted order), so every ordering is scored on the same frames.
 
-Validation stream (hyper-parameter selection): the same construction applied to the training
-frames only (their own held-out segments and gaps), ordered with a seed derived from the run's
-seed; it never touches a scored test frame.
+Validation stream (hyper-parameter selection): the first `val_fraction` of every sequence,
+followed by `gap` unused frames, is set aside; the scored stream uses only the rest. The
+validation stream is built from the set-aside frames the same way (one held-out segment per
+sequence), ordered with a seed derived from the run's seed, so it shares no frame with the
+scored stream.
 """
 
 from __future__ import annotations
@@ -385,6 +387,27 @@ def sequence_frames(
     return frames[idx]
 
 
+def write_frame_tree(root: Path, n_classes: int = 3, seqs_per_class: int = 2,
+                     n_frames: int = 40, size: int = 12) -> Path:
+    """Write a synthetic `<class>/<sequence>/<frame>.png` tree (for tests and smoke runs).
+
+    Class c has its own grey level; a bright bar moves one column per frame and the top rows
+    encode the frame index, so every frame is distinct and consecutive frames are similar.
+    """
+    from PIL import Image  # noqa: PLC0415
+
+    for c in range(n_classes):
+        for s in range(seqs_per_class):
+            d = root / f"class{c}" / f"seq{s}"
+            d.mkdir(parents=True, exist_ok=True)
+            for t in range(n_frames):
+                a = np.full((size, size + 4, 3), (60 + 60 * c + 10 * s) % 256, dtype=np.uint8)
+                a[:, t % (size + 4), :] = 255
+                a[:2, :, 1] = (6 * t) % 256
+                Image.fromarray(a).save(d / f"frame{t}.png")  # natural order: 2 < 10
+    return root
+
+
 # -- held-out segments ------------------------------------------------------------------------
 
 
@@ -474,6 +497,8 @@ class VideoFramesConfig:
     """Number of contiguous held-out segments per sequence, spread evenly in time."""
     gap: int = 2
     """Frames on each side of a held-out segment used for neither training nor testing."""
+    val_fraction: float = 0.2
+    """Leading fraction of each sequence set aside for the validation stream (0 = none)."""
     n_experiences: int = 0
     """Merge consecutive sequences (or classes) into this many experiences; 0 = one each."""
     batch_size: int = 1
@@ -483,6 +508,13 @@ class VideoFramesConfig:
     VERSION = 1
     VARIANTS = {o: {"ordering": o} for o in ("iid", "instance", "class-instance")}
     """Named parameter sets whose results a comparison reports side by side."""
+    SMOKE = {"image_size": 8}
+    """Small parameters for conformance checks (with `fake_data`)."""
+
+    @staticmethod
+    def fake_data(root: Path) -> Path:
+        """A tiny `<class>/<sequence>/<frame>.png` tree under `root` (needs no decoder)."""
+        return write_frame_tree(Path(root) / "video-frames")
 
     def __post_init__(self) -> None:
         if self.ordering not in ORDERINGS:
@@ -495,6 +527,8 @@ class VideoFramesConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         check_range("test_segments", self.test_segments, 1)
         check_range("gap", self.gap, 0)
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         check_range("n_experiences", self.n_experiences, 0)
         check_range("batch_size", self.batch_size, 1)
 
@@ -567,9 +601,11 @@ class VideoFramesConfig:
             train_ids.append(torch.from_numpy(sid).long())
         return exps, test_ids, train_ids
 
-    def _split(self, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, n: int, name: str, segments: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         try:
-            return split_held_out(n, self.test_fraction, self.test_segments, self.gap)
+            return split_held_out(n, self.test_fraction, segments or self.test_segments,
+                                  self.gap)
         except ValueError as e:
             raise DataError(f"sequence {name}: {e}; lower them (--set test_fraction=..., "
                             "gap=...) or use longer videos / a higher fps") from None
@@ -581,17 +617,21 @@ class VideoFramesConfig:
         sources = sorted(sources, key=lambda s: (s.label, _natural_key(s.name)))
         class_names = tuple(sorted({s.label for s in sources}))
         labels = np.array([class_names.index(s.label) for s in sources], dtype=np.int64)
-        frames = [sequence_frames(s, self.image_size, self.fps, self.max_frames, cache_dir)
-                  for s in sources]
+        whole = [sequence_frames(s, self.image_size, self.fps, self.max_frames, cache_dir)
+                 for s in sources]
+        # The leading val_fraction of each sequence (then a gap) is the validation material.
+        n_val = [int(round(len(f) * self.val_fraction)) for f in whole]
+        frames = [f[k + self.gap if k else 0 :] for f, k in zip(whole, n_val, strict=True)]
         parts = [self._split(len(f), s.name) for f, s in zip(frames, sources, strict=True)]
         experiences, test_ids, train_ids = self._stream(frames, labels, parts,
                                                         generator(seed), "")
-        # Validation: the same construction inside each sequence's training frames only.
-        val_frames = [f[tr] for f, (tr, _) in zip(frames, parts, strict=True)]
-        val_parts = [self._split(len(f), s.name + " (validation)")
-                     for f, s in zip(val_frames, sources, strict=True)]
-        val_experiences, _, _ = self._stream(val_frames, labels, val_parts,
-                                             generator(derive_seed(seed, "val")), "val ")
+        val_experiences: list[Experience] = []
+        if self.val_fraction > 0:
+            val_frames = [f[:k] for f, k in zip(whole, n_val, strict=True)]
+            val_parts = [self._split(len(f), s.name + " (validation part)", segments=1)
+                         for f, s in zip(val_frames, sources, strict=True)]
+            val_experiences, _, _ = self._stream(val_frames, labels, val_parts,
+                                                 generator(derive_seed(seed, "val")), "val ")
         data_hash = hashlib.sha256("".join(
             f"{s.name}:{s.label}:{s.start}:{s.end}:{source_hash(s)};" for s in sources
         ).encode()).hexdigest()[:16]

@@ -62,18 +62,8 @@ def test_sequence_metrics_golden():
 # -- a frame-image tree (CORe50 / Stream-51 layout) -------------------------------------------
 
 
-def make_tree(root: Path, n_classes=3, seqs_per_class=2, n_frames=24, size=12) -> Path:
-    """<class>/<sequence>/<frame>.png with a per-class colour and a moving bar per frame."""
-    for c in range(n_classes):
-        for s in range(seqs_per_class):
-            d = root / f"class{c}" / f"seq{s}"
-            d.mkdir(parents=True)
-            for t in range(n_frames):
-                a = np.full((size, size + 4, 3), 40 * c + 20 * s, dtype=np.uint8)
-                a[:, t % (size + 4), :] = 255
-                a[:4, :, 1] = 10 * t  # makes every frame unique
-                Image.fromarray(a).save(d / f"frame{t}.png")  # natural order: 2 < 10
-    return root
+def make_tree(root: Path, **kw) -> Path:
+    return video.write_frame_tree(root, **kw)
 
 
 @pytest.fixture()
@@ -209,12 +199,13 @@ class _Linear(torch.nn.Module):
 
 
 def test_instance_ordering_forgets_more_than_iid(tree, cache):
-    res = {}
+    forget, final = {}, {}
     for o in ("iid", "instance"):
         sc = VideoFramesConfig(ordering=o, image_size=8, gap=1).build(0, tree)
-        rec = run_stream(_Linear(3 * 64, 3), sc.experiences, sc.spec)
-        res[o] = metrics.forgetting_max(rec.R)
-    assert res["instance"] > res["iid"] + 0.3, res
+        rec = run_stream(_Linear(3 * 64, 3, lr=0.02), sc.experiences, sc.spec)
+        forget[o], final[o] = metrics.forgetting_max(rec.R), metrics.acc_final_macro(rec.R)
+    assert forget["instance"] > forget["iid"] + 0.25, forget
+    assert final["iid"] > final["instance"], final
 
 
 # -- the shipped clips (real decoding with PyAV) ----------------------------------------------
@@ -247,7 +238,7 @@ def test_default_scenario_on_shipped_clips(cache):
     sc = VideoFramesConfig().build(0)
     assert sc.spec.n_outputs == 4 and len(sc.experiences) == 4
     assert sc.params["data"] == "shipped"
-    assert sum(e.n_train for e in sc.experiences) > 250
+    assert sum(e.n_train for e in sc.experiences) > 150
     for e in sc.experiences:
         assert e.x.dtype == torch.float32 and 0 <= e.x.min() and e.x.max() <= 1
 
