@@ -18,6 +18,19 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark harness for continual and online learning.")
+
+
+@app.callback()
+def _setup(threads: Annotated[int, typer.Option(
+        "--threads", envvar="HARNESS_THREADS",
+        help="torch CPU threads. Default 1: online learning runs batch-1 steps, where more "
+             "threads cost more than they give (and are ruinous on a busy machine).")] = 1,
+           ) -> None:
+    if threads < 1:
+        _fail(f"--threads must be >= 1, got {threads}", 2)
+    import torch
+
+    torch.set_num_threads(threads)
 # Wide when piped, so tables in logs are not cut; a terminal sets its own width.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
