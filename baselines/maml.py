@@ -1,0 +1,534 @@
+"""The MAML family: `maml`, `fomaml`, `maml++`, `anil`, `boil` (and the base of `sparse-maml`).
+
+One learner class with switches; each registered id is a config class with its own defaults.
+An episode is a tiny stream: `observe(support)` adapts a copy of the meta-learned weights with
+`test_steps` SGD steps on all support data seen since `reset()`, and `predict(query)` answers
+with the adapted weights. Meta-training differentiates through the inner loop (second order, or
+first order), for a meta-batch of tasks at once under `torch.func.vmap` (DESIGN.md D8).
+
+Papers: MAML / first-order MAML (Finn, Abbeel & Levine 2017); MAML++ (Antoniou, Edwards &
+Storkey 2019: multi-step loss, derivative-order annealing, per-step batch-norm weights, learned
+per-layer per-step inner learning rates, cosine annealing of the meta learning rate); ANIL
+(Raghu et al. 2020: only the head adapts); BOIL (Oh et al. 2021: only the body adapts).
+
+Hyper-parameters left at None take the published value for the scenario kind (sinusoid,
+Omniglot N-way, MiniImageNet) under the chosen preset (`recipe`): 'paper' is the published
+recipe, 'quick' the CPU recipe (fewer meta-steps; see docs/maml.md for what reaches what).
+
+Batch norm has no running statistics (baselines/fewshot_nets.py). `bn='transductive'` (the
+papers' MAML code) normalises the query batch with its own statistics; `bn='support'` (the
+default, non-transductive) normalises every query with the support set's statistics, so no
+query influences another. Result rows record which (`transductive_bn`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from baselines.fewshot_nets import Params, is_head, make_backbone
+from harness import checkpoint
+from harness.config import BuildContext, Progress, eval_field
+from harness.errors import DivergedError, HarnessError
+from harness.meta import detach_params, sgd_update
+from harness.protocol import Budget, ScenarioSpec
+
+Kind = Literal["sinusoid", "vector", "omniglot", "omniglot20", "miniimagenet"]
+
+# Published recipes (Finn et al. 2017, Sec. 5 and App. A; Antoniou et al. 2019, Sec. 5).
+# 'quick' overrides on top of 'paper'. train_queries: queries per class (points for sinusoid).
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "sinusoid": dict(backbone="mlp", inner_lr=0.01, inner_steps=1, test_steps=10,
+                         meta_lr=1e-3, meta_batch=25, meta_steps=70000, train_queries=10,
+                         bn="transductive"),
+        "vector": dict(backbone="mlp", inner_lr=0.1, inner_steps=1, test_steps=5,
+                       meta_lr=1e-3, meta_batch=16, meta_steps=10000, train_queries=5,
+                       bn="support"),
+        "omniglot": dict(backbone="conv4-stride", inner_lr=0.4, inner_steps=1, test_steps=3,
+                         meta_lr=1e-3, meta_batch=32, meta_steps=60000, train_queries=0,
+                         bn="transductive"),
+        "omniglot20": dict(backbone="conv4-stride", inner_lr=0.1, inner_steps=5, test_steps=5,
+                           meta_lr=1e-3, meta_batch=16, meta_steps=60000, train_queries=0,
+                           bn="transductive"),
+        "miniimagenet": dict(backbone="conv4", inner_lr=0.01, inner_steps=5, test_steps=10,
+                             meta_lr=1e-3, meta_batch=4, meta_steps=60000, train_queries=15,
+                             bn="transductive"),
+    },
+    "quick": {
+        "sinusoid": dict(meta_steps=20000),
+        "vector": dict(meta_steps=1000),
+        "omniglot": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
+        "omniglot20": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
+        "miniimagenet": dict(meta_steps=2000, bn="support"),
+    },
+}
+"""train_queries=0 means 'as many as shots' (MAML's Omniglot code samples K queries)."""
+
+
+def scenario_kind(spec: ScenarioSpec) -> Kind:
+    """Which published recipe applies to a scenario with this spec ('vector': classification
+    of flat inputs, no published recipe; an MLP with MAML's settings)."""
+    if spec.task == "regression":
+        return "sinusoid"
+    if len(spec.input_shape) == 1:
+        return "vector"
+    if spec.input_shape[0] == 1:
+        return "omniglot" if spec.n_outputs <= 5 else "omniglot20"
+    return "miniimagenet"
+
+
+@dataclass
+class MAMLConfig:
+    """MAML (Finn et al. 2017), second order. None = the recipe's value for the scenario."""
+
+    recipe: str = "quick"
+    """'quick' (CPU, minutes) or 'paper' (the published recipe); set by --preset."""
+    backbone: str | None = None
+    """conv4 | conv4-stride (MAML's Omniglot net) | resnet12 | mlp (sinusoid)."""
+    channels: int = 0
+    """Conv channels (0 = paper default: 64 Omniglot, 32 MiniImageNet)."""
+    inner_lr: float | None = None
+    """Inner-loop SGD step size (alpha)."""
+    inner_steps: int | None = None
+    """Inner SGD steps during meta-training."""
+    test_steps: int | None = eval_field(None, "Inner SGD steps at meta-test (per episode).")
+    """Inner SGD steps at meta-test (per episode)."""
+    meta_lr: float | None = None
+    """Adam learning rate of the outer loop (beta)."""
+    meta_batch: int | None = None
+    """Tasks per meta-update."""
+    meta_steps: int | None = None
+    """Meta-updates."""
+    train_queries: int | None = None
+    """Query samples per class (points, for regression) in meta-training tasks (0 = shots)."""
+    first_order: bool = False
+    """Drop second-order terms (first-order MAML)."""
+    adapt: Literal["all", "head", "body"] = "all"
+    """Which parameters the inner loop adapts (ANIL: head, BOIL: body)."""
+    bn: Literal["support", "transductive"] | None = None
+    """Batch-norm statistics for queries: the support set's, or the query batch's own."""
+    vectorize: Literal["vmap", "loop"] = "vmap"
+    """Meta-batch as one torch.func.vmap call, or a per-task loop (the reference)."""
+    msl_steps: int = 0
+    """MAML++ multi-step loss: query loss after every inner step, annealed to the last one over
+    this many meta-steps (0 = off)."""
+    da_steps: int = 0
+    """MAML++ derivative-order annealing: first order for this many meta-steps, then second."""
+    per_step_bn: bool = False
+    """MAML++ BNWB: separate batch-norm weights and biases per inner step."""
+    learn_lrs: bool = False
+    """MAML++ LSLR: learned inner learning rate per layer and per step."""
+    cosine: bool = False
+    """MAML++ cosine annealing of the meta learning rate (to meta_lr / 100)."""
+    mask: Literal["none", "binary", "relu"] = "none"
+    """sparse-MAML: learned mask on the inner-loop learning rates (see baselines/sparse_maml)."""
+    grad_clip: float = 0.0
+    """Clip the meta-gradient norm (0 = off)."""
+    time_limit_s: float = 0.0
+    """Stop meta-training after this many seconds (0 = no limit; makes runs machine-dependent)."""
+    checkpoint_every_s: float = 120.0
+    """Save a resumable partial checkpoint this often during meta-training."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"recipe": "quick"}, "paper": {"recipe": "paper"}}
+    NAME: ClassVar[str] = "maml"
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name in ("inner_lr", "meta_lr"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
+        for name in ("inner_steps", "meta_batch", "meta_steps"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if self.test_steps is not None and self.test_steps < 0:
+            raise ValueError(f"test_steps must be >= 0, got {self.test_steps}")
+
+    def resolved(self, spec: ScenarioSpec) -> MAMLConfig:
+        """A copy with every None filled from the recipe for this scenario kind."""
+        kind = scenario_kind(spec)
+        values = {**RECIPES["paper"][kind], **RECIPES[self.recipe].get(kind, {})}
+        return dataclasses.replace(self, **{k: v for k, v in values.items()
+                                            if getattr(self, k) is None})
+
+    def build(self, ctx: BuildContext) -> MAMLLearner:
+        return MAMLLearner(self.resolved(ctx.spec), ctx)
+
+
+# -- the functional core ----------------------------------------------------------------------
+
+
+class MAMLLearner(nn.Module):
+    """One learner for the whole family; the config's switches select the variant."""
+
+    needs_meta_train = True
+
+    def __init__(self, cfg: MAMLConfig, ctx: BuildContext) -> None:
+        super().__init__()
+        self.cfg, self.spec, self.device = cfg, ctx.spec, ctx.device
+        self.seed, self.resume_path = ctx.seed, getattr(ctx, "resume_path", None)
+        self.progress = ctx.progress
+        self.regression = ctx.spec.task == "regression"
+        self.net = make_backbone(cfg.backbone, ctx.spec.input_shape, ctx.spec.n_outputs,
+                                 cfg.channels)
+        init = self.net.init(torch.Generator().manual_seed(int(ctx.seed)))
+        n_bn_steps = max(cfg.inner_steps, cfg.test_steps or 0) + 1
+        if cfg.per_step_bn:
+            for k in [k for k in init if ".bn" in k or k.startswith("bn")]:
+                for s in range(n_bn_steps):
+                    init[f"{k}@{s}"] = init[k].clone()
+        self.n_bn_steps = n_bn_steps if cfg.per_step_bn else 0
+        self.names = list(init)
+        self.params = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in init.items()})
+        self.adapt_keys = [k for k in self.names if "@" not in k and (
+            cfg.adapt == "all" or (cfg.adapt == "head") == is_head(k))]
+        if not self.adapt_keys:
+            raise HarnessError(f"{cfg.NAME}: adapt={cfg.adapt!r} leaves no parameter to adapt")
+        n_lr_steps = max(cfg.inner_steps, cfg.test_steps or 0)
+        self.lrs = nn.ParameterDict()
+        if cfg.learn_lrs:
+            for k in self.adapt_keys:
+                self.lrs[_key(k)] = nn.Parameter(torch.full((n_lr_steps,), cfg.inner_lr))
+        self.masks = nn.ParameterDict()
+        if cfg.mask != "none":
+            for k in self.adapt_keys:
+                self.masks[_key(k)] = nn.Parameter(torch.ones_like(init[k]))
+        self.to(ctx.device)
+        self._support: list[tuple[Tensor, Tensor]] = []
+        self._adapted: Params | None = None
+
+    # -- pieces --------------------------------------------------------------------------
+
+    def meta_params(self) -> Params:
+        """All meta-learned tensors by name: weights, then 'lr:<name>' and 'mask:<name>'."""
+        p = {k: self.params[_key(k)] for k in self.names}
+        p.update({f"lr:{k}": self.lrs[_key(k)] for k in self.adapt_keys if _key(k) in self.lrs})
+        p.update({f"mask:{k}": self.masks[_key(k)] for k in self.adapt_keys
+                  if _key(k) in self.masks})
+        return p
+
+    def _lr(self, meta: Params, step: int) -> dict[str, Tensor | float]:
+        """Per-parameter scalar inner lr at `step` (LSLR: learned; steps past the learned
+        ones reuse the last)."""
+        if not self.cfg.learn_lrs:
+            return {k: self.cfg.inner_lr for k in self.adapt_keys}
+        return {k: meta[f"lr:{k}"][min(step, len(meta[f"lr:{k}"]) - 1)]
+                for k in self.adapt_keys}
+
+    def _masked(self, meta: Params, g: Params) -> Params:
+        """sparse-MAML: the gradient gated by the learned mask (= a masked learning rate)."""
+        if self.cfg.mask == "none":
+            return g
+        return {k: v * mask_values(meta[f"mask:{k}"], self.cfg.mask) for k, v in g.items()}
+
+    def _bn_step(self, step: int) -> int | None:
+        return min(step, self.n_bn_steps - 1) if self.n_bn_steps else None
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return F.mse_loss(out, y) if self.regression else F.cross_entropy(out, y)
+
+    def _score(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.regression:
+            return F.mse_loss(out, y)
+        return (out.argmax(-1) == y).float().mean()
+
+    def _query_out(self, p: Params, xs: Tensor, xq: Tensor, step: int) -> Tensor:
+        """Query outputs with weights p; BN statistics from the support set or the queries."""
+        st = self._bn_step(step)
+        if self.regression or self.cfg.bn == "transductive":
+            return self.net.forward(p, xq, None, st)
+        n = xs.shape[0]
+        return self.net.forward(p, torch.cat([xs, xq]), n, st)[n:]
+
+    def adapt(self, meta: Params, xs: Tensor, ys: Tensor, steps: int, second_order: bool,
+              functional: bool = True, xq: Tensor | None = None, yq: Tensor | None = None,
+              loss_weights: list[float] | None = None) -> tuple[Params, Tensor]:
+        """`steps` inner SGD steps on (xs, ys) from `meta`; returns the adapted weights and the
+        (weighted multi-step) query loss when (xq, yq) are given (else 0).
+
+        functional=True takes inner gradients with torch.func.grad (vmap-able); False with
+        torch.autograd.grad (the per-task reference loop).
+        """
+        p = meta
+        qloss = xs.new_zeros(())
+        for s in range(steps):
+            st = self._bn_step(s)
+
+            def support_loss(sub: Params, p: Params = p, st: int | None = st) -> Tensor:
+                return self._loss(self.net.forward({**p, **sub}, xs, None, st), ys)
+
+            sub = {k: p[k] for k in self.adapt_keys}
+            if functional:
+                g = grad(support_loss)(sub)
+                if not second_order:
+                    g = detach_params(g)
+            else:
+                gl = torch.autograd.grad(support_loss(sub), list(sub.values()),
+                                         create_graph=second_order)
+                g = dict(zip(sub, gl, strict=True))
+            p = {**p, **sgd_update(sub, self._masked(meta, g), self._lr(meta, s))}
+            if loss_weights is not None and xq is not None and s < steps - 1 \
+                    and loss_weights[s] > 0:
+                qloss = qloss + loss_weights[s] * self._loss(self._query_out(p, xs, xq, s + 1), yq)
+        if xq is not None:
+            w = 1.0 if loss_weights is None else loss_weights[-1]
+            out = self._query_out(p, xs, xq, steps)
+            return p, (qloss + w * self._loss(out, yq), self._score(out, yq))
+        return p, qloss
+
+    def task_loss(self, meta: Params, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+                  second_order: bool, loss_weights: list[float] | None,
+                  functional: bool = True) -> tuple[Tensor, Tensor]:
+        """Query loss and score of one task after the inner loop (vmap over this)."""
+        _, (loss, score) = self.adapt(meta, xs, ys, self.cfg.inner_steps, second_order,
+                                      functional, xq, yq, loss_weights)
+        return loss, score
+
+    def meta_batch_loss(self, xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor,
+                        second_order: bool, loss_weights: list[float] | None = None,
+                        vectorize: str | None = None) -> tuple[Tensor, Tensor]:
+        """Mean query loss and score over a meta-batch (leading task dim)."""
+        meta = self.meta_params()
+        if (vectorize or self.cfg.vectorize) == "vmap":
+            def one(xs: Tensor, ys: Tensor, xq: Tensor, yq: Tensor) -> tuple[Tensor, Tensor]:
+                return self.task_loss(meta, xs, ys, xq, yq, second_order, loss_weights)
+
+            losses, scores = vmap(one)(xs, ys, xq, yq)
+            return losses.mean(), scores.mean()
+        losses, scores = zip(*[self.task_loss(meta, *t, second_order, loss_weights,
+                                              functional=False)
+                               for t in zip(xs, ys, xq, yq, strict=True)], strict=True)
+        return torch.stack(losses).mean(), torch.stack(scores).mean()
+
+    def msl_weights(self, step: int) -> list[float] | None:
+        """MAML++ multi-step-loss importance (Antoniou et al. 2019, code): uniform at first,
+        annealed towards the final step over `msl_steps` meta-steps (epochs of 500 there)."""
+        n, total = self.cfg.inner_steps, self.cfg.msl_steps
+        if not total or n == 1 or step >= total:
+            return None
+        frac = step / total
+        floor = 0.03 / n
+        w = [max(1.0 / n - frac / n, floor) for _ in range(n - 1)]
+        w.append(1.0 - sum(w))
+        return w
+
+    # -- meta-training ---------------------------------------------------------------------
+
+    def meta_train(self, tasks: Any, budget: Budget, progress: Progress | None) -> None:
+        """Meta-train on tasks from `tasks.sample_batch`; resumable from a partial checkpoint."""
+        cfg = self.cfg
+        if not hasattr(tasks, "sample_batch"):
+            raise HarnessError(f"{cfg.NAME} needs an episodic scenario (its meta_train must "
+                               "provide sample_batch); this one gives "
+                               f"{type(tasks).__name__}")
+        progress = progress or self.progress
+        total = cfg.meta_steps
+        if budget.steps:
+            total = min(total, budget.steps)
+        limit = min(x for x in (cfg.time_limit_s, budget.seconds, math.inf) if x > 0)
+        g = torch.Generator().manual_seed(int(self.seed) + 7919)
+        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
+                 if cfg.cosine else None)
+        start = resume(self, opt, sched, g, self.resume_path)
+        shots = getattr(tasks, "shots", 1)
+        queries = cfg.train_queries or shots
+        t0 = time.perf_counter()
+        last_save = t0
+        for step in range(start, total):
+            xs, ys, xq, yq = (t.to(self.device) for t in
+                              tasks.sample_batch(cfg.meta_batch, g, queries=queries))
+            second = not cfg.first_order and step >= cfg.da_steps
+            loss, score = self.meta_batch_loss(xs, ys, xq, yq, second, self.msl_weights(step))
+            if not torch.isfinite(loss):
+                raise DivergedError(f"{cfg.NAME}: meta-training loss is {loss.item()} at "
+                                    f"step {step}; lower meta_lr or inner_lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            if progress is not None and (step % 10 == 0 or step == total - 1):
+                progress("meta-train", step + 1, total,
+                         {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
+            now = time.perf_counter()
+            if self.resume_path is not None and now - last_save > cfg.checkpoint_every_s:
+                save_partial(self, opt, sched, g, step + 1, self.resume_path)
+                last_save = now
+            if now - t0 > limit:
+                break
+        self.meta_steps_done = step + 1 if total > start else start
+        if self.resume_path is not None:
+            for p in (self.resume_path, self.resume_path.with_suffix(".json")):
+                p.unlink(missing_ok=True)
+
+    # -- the episode protocol -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the meta-learned weights (forget the current episode's support)."""
+        self._support.clear()
+        self._adapted = None
+
+    def observe(self, x: Tensor, y: Tensor) -> None:
+        """Episodic: add (x, y) to the support set and re-adapt from the meta-learned weights
+        on all of it. Stream (non-episodic scenario): `test_steps` steps on (x, y) from the
+        current weights (online fine-tuning from the meta-learned init)."""
+        y = y.float().reshape(len(y), -1) if self.regression else y
+        if self.spec.episodic:
+            self._support.append((x, y))
+            start = detach_params(self.meta_params())
+        else:  # bounded reference set for batch-norm statistics
+            self._support = [*self._support, (x, y)][-REF_BATCHES:]
+            start = self._adapted or detach_params(self.meta_params())
+            start = {**start, **{k: v.detach() for k, v in self.meta_params().items()
+                                 if ":" in k}}
+        xs = x if not self.spec.episodic else torch.cat([s[0] for s in self._support])
+        ys = y if not self.spec.episodic else torch.cat([s[1] for s in self._support])
+        with torch.enable_grad():
+            p, _ = self.adapt(start, xs, ys, self.cfg.test_steps, second_order=False)
+        self._adapted = detach_params(p)
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Outputs for queries `x` with the adapted weights (the meta weights before observe)."""
+        p = self._adapted if self._adapted is not None else \
+            detach_params(self.meta_params())
+        steps = self.cfg.test_steps if self._adapted is not None else 0
+        if self._support:
+            xs = torch.cat([s[0] for s in self._support])
+            return self._query_out(p, xs, x, steps)
+        return self.net.forward(p, x, None, self._bn_step(steps))
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance columns for every result row."""
+        c = self.cfg
+        order = "first" if c.first_order else (
+            f"first for {c.da_steps} steps, then second" if c.da_steps else "second")
+        return {
+            "backbone": c.backbone, "inner_lr": c.inner_lr, "inner_steps_train": c.inner_steps,
+            "inner_steps_test": c.test_steps, "gradient_order": order,
+            "adapted_params": c.adapt, "meta_batch": c.meta_batch, "meta_steps": c.meta_steps,
+            "train_queries_per_class": c.train_queries or "shots",
+            "transductive_bn": c.bn == "transductive" and not self.regression,
+            "ci_type": "normal 1.96*sd/sqrt(n) over episodes",
+            "checkpoint_selection": "last", "recipe": c.recipe,
+            "vectorize": c.vectorize,
+        }
+
+
+REF_BATCHES = 32
+"""Stream mode: batch-norm statistics come from the last this-many observed batches."""
+
+
+def mask_values(m: Tensor, kind: str) -> Tensor:
+    """sparse-MAML masks: 'binary' = 1[m > 0] with a straight-through gradient (identity);
+    'relu' = max(m, 0) (continuous, sparse-ReLU-MAML)."""
+    if kind == "relu":
+        return F.relu(m)
+    hard = (m > 0).to(m.dtype)
+    return hard + (m - m.detach())
+
+
+def _key(name: str) -> str:
+    # nn.ParameterDict keys may not contain '.'.
+    return name.replace(".", "/")
+
+
+# -- resumable meta-training ------------------------------------------------------------------
+
+
+def save_partial(model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                 g: torch.Generator, step: int, path: Any) -> None:
+    """Model, Adam state, scheduler position and sampler RNG as a safetensors checkpoint."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt.{names[id(p)]}.{k}"] = torch.as_tensor(v)
+    tensors["rng"] = g.get_state()
+    checkpoint.save(path, tensors, {"step": step,
+                                    "sched": sched.last_epoch if sched is not None else 0})
+
+
+def resume(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator,
+           path: Any) -> int:
+    """Restore a partial checkpoint written by `save_partial`; returns the step to start at."""
+    if path is None or not checkpoint.exists(path):
+        return 0
+    tensors, meta = checkpoint.load(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    by_name = dict(model.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            name, _, field = k[4:].rpartition(".")
+            opt.state[by_name[name]][field] = v.clone()
+    g.set_state(tensors["rng"])
+    if sched is not None:
+        for _ in range(int(meta.get("sched", 0))):
+            sched.step()
+    return int(meta["step"])
+
+
+# -- the registered variants --------------------------------------------------------------------
+
+
+@dataclass
+class FOMAMLConfig(MAMLConfig):
+    """First-order MAML (Finn et al. 2017, Sec. 5.2): second-order terms dropped."""
+
+    first_order: bool = True
+    NAME: ClassVar[str] = "fomaml"
+
+
+@dataclass
+class ANILConfig(MAMLConfig):
+    """ANIL (Raghu et al. 2020): the inner loop adapts only the classifier head."""
+
+    adapt: Literal["all", "head", "body"] = "head"
+    NAME: ClassVar[str] = "anil"
+
+
+@dataclass
+class BOILConfig(MAMLConfig):
+    """BOIL (Oh et al. 2021): the inner loop adapts only the body; the head is frozen."""
+
+    adapt: Literal["all", "head", "body"] = "body"
+    NAME: ClassVar[str] = "boil"
+
+
+@dataclass
+class MAMLPlusPlusConfig(MAMLConfig):
+    """MAML++ (Antoniou et al. 2019) with all five fixes on (each one a switch).
+
+    Paper recipe: 5 inner steps at train and test, inner lr 0.1, MSL annealed over the first
+    10 epochs (5,000 steps), first order for the first 50 epochs (25,000 steps), cosine
+    annealing. BNRS (per-step running statistics) is replaced by per-step batch statistics:
+    the nets here keep no running statistics.
+    """
+
+    inner_steps: int | None = 5
+    test_steps: int | None = eval_field(5, "Inner SGD steps at meta-test.")
+    inner_lr: float | None = 0.1
+    msl_steps: int = 5000
+    da_steps: int = 25000
+    per_step_bn: bool = True
+    learn_lrs: bool = True
+    cosine: bool = True
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"recipe": "quick", "msl_steps": 500, "da_steps": 500},
+        "paper": {"recipe": "paper", "meta_steps": 75000}}
+    NAME: ClassVar[str] = "maml++"
