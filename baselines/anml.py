@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner
+from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
 from harness.config import BuildContext
 from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
@@ -191,8 +191,7 @@ class ANMLLearner(HeadOnlyLearner):
         rem = pool.sample_random(cfg.remember, gen)
         x_traj, y_traj = pool.x[traj].to(self.device), pool.y[traj].to(self.device)
         if cfg.reset_row:
-            with torch.no_grad():
-                nn.init.kaiming_normal_(self.net.head.weight[c : c + 1])
+            reset_rows(self.net.head.weight, [c], gen)
         fast, slow = self._fm.params()
         adapted = inner_loop(self._fm, fast, slow, x_traj[:, None], y_traj[:, None],
                              loss_fn=F.cross_entropy, lr=cfg.inner_lr,

@@ -39,6 +39,15 @@ def derive_seed(seed: int, tag: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:7], "little")
 
 
+@torch.no_grad()
+def reset_rows(weight: Tensor, rows: Sequence[int], gen: torch.Generator) -> None:
+    """Re-draw output rows (Kaiming normal, fan-in, ReLU gain, as the original code's reset)
+    from `gen`, so a resumed meta-training draws the same values."""
+    std = (2.0 / weight.shape[1]) ** 0.5
+    for r in rows:
+        weight[r] = torch.randn(weight.shape[1], generator=gen).to(weight) * std
+
+
 @dataclass
 class HeadOnlyConfig:
     """Fields every head-only meta-learner shares (meta-test and bookkeeping)."""
@@ -170,11 +179,11 @@ class MetaTrainable(nn.Module):
             step += 1
             self.steps_done = step
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            if progress is not None:
-                progress(phase, step, total, {"loss": ema})
             if time.perf_counter() - last_save >= cfg.checkpoint_every_s:
                 save()
                 last_save = time.perf_counter()
+            if progress is not None:
+                progress(phase, step, total, {"loss": ema})
         self.steps_done = step
         self._weights_key = ""
         if path is not None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.anml import image_input
-from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner
+from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
 from harness.config import BuildContext
 from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
@@ -188,9 +188,7 @@ class OMLLearner(HeadOnlyLearner):
             candidates = torch.nonzero(mask).squeeze(1)
             others = candidates[torch.randperm(len(candidates), generator=gen)[:self._remember]]
         if cfg.reset_row:
-            with torch.no_grad():
-                for c in classes:
-                    nn.init.kaiming_normal_(self.net.pln[-1].weight[c : c + 1])
+            reset_rows(self.net.pln[-1].weight, classes, gen)
         first = self.gradient_order == "first"
         rep = self.net.rln(pool.x[traj_idx].to(self.device))
         y_t = pool.y[traj_idx].to(self.device)

@@ -1,0 +1,188 @@
+"""ANML, OML and OML-sine: exact sizes, meta-training steps, resumable checkpoints, and the fast
+head-only evaluation against the runner's per-sample loop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.anml import ANMLConfig, ANMLNet
+from baselines.oml import OMLConfig, OMLNet
+from baselines.oml_sine import OMLSineConfig, SineNet
+from harness.config import BuildContext
+from harness.experiment import RunConfig, build_scenario, execute
+from harness.protocol import Budget
+from harness.runner import run_stream
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_ANML = dict(nm_channels=4, pred_channels=6, inner_steps=5, remember=8,
+                 checkpoint_every_s=0.0)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_parameter_counts_match_the_papers() -> None:
+    assert n_params(ANMLNet(3, 112, 256, 1000, 28)) == 6_048_424
+    assert n_params(OMLNet(1, 256, 1024, 1000, 84)) == 6_338_280
+    assert n_params(OMLNet(1, 256, 0, 1000, 84)) == 5_257_960
+    net = SineNet(11, 300, 900)
+    assert n_params(net) == 996_601
+    assert len([m for m in net.modules() if isinstance(m, torch.nn.Linear)]) == 9
+    assert len(net.rln) == 12 and net.pln[0].in_features == 900  # split after layer 6
+
+
+def test_anml_shapes_and_gate() -> None:
+    net = ANMLNet(3, 112, 256, 1000, 28)
+    x = torch.rand(2, 3, 28, 28)
+    assert net.nm(x).shape == (2, 1008) and net.pred(x).shape == (2, 2304)
+    assert net.features(x).shape == (2, 2304) and net(x).shape == (2, 1000)
+    # per-image normalization: an image's features do not depend on its batch
+    torch.testing.assert_close(net.features(x[:1]), net.features(x)[:1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return build_scenario("synthetic-stream", 0, None, {"size": "8", "n_classes": "6"})
+
+
+def learner(cfg, scenario, resume: Path | None = None):
+    return cfg.build(BuildContext(spec=scenario.spec, resume_path=resume))
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_anml_meta_step_trains_both_nets_and_resets_the_row(synth, order: str) -> None:
+    cfg = ANMLConfig(**TINY_ANML, order=order, meta_steps=1, n_meta_outputs=30)
+    lrn = learner(cfg, synth)
+    before = {k: v.clone() for k, v in lrn.net.state_dict().items()}
+    lrn.meta_train(synth.meta_train, Budget(), None)
+    after = lrn.net.state_dict()
+    for prefix in ("nm.", "gate.", "pred.", "head."):
+        assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix))
+    assert lrn.steps_done == 1 and lrn.describe()["gradient_order"] == order
+
+
+def test_oml_variants_and_sine_meta_steps(synth) -> None:
+    for variant in ("2019", "2020"):
+        cfg = OMLConfig(variant=variant, channels=4, hidden=8, meta_steps=2, n_meta_outputs=30,
+                        checkpoint_every_s=0.0)
+        lrn = learner(cfg, synth)
+        rln0 = lrn.net.rln[0].weight.clone()
+        lrn.meta_train(synth.meta_train, Budget(), None)
+        assert not torch.equal(rln0, lrn.net.rln[0].weight), variant
+        assert lrn.describe()["gradient_order"] == ("first" if variant == "2019" else "second")
+    sine = build_scenario("sine-incremental", 0, None, {})
+    cfg = OMLSineConfig(width=8, rep=12, meta_steps=2, steps_per_function=3, order="second")
+    lrn = learner(cfg, sine)
+    lrn.meta_train(sine.meta_train, Budget(), None)
+    rec = run_stream(lrn, sine.experiences[:2], sine.spec)
+    assert np.isfinite(rec.R).all() and lrn.steps_done == 2
+
+
+def test_interrupted_meta_training_resumes_to_the_same_state(synth, tmp_path: Path) -> None:
+    cfg = ANMLConfig(**TINY_ANML, order="first", meta_steps=6, n_meta_outputs=30)
+    straight = learner(cfg, synth)
+    straight.meta_train(synth.meta_train, Budget(), None)
+
+    path = tmp_path / "anml.partial.safetensors"
+    first = learner(cfg, synth, path)
+
+    def stop_at_4(phase: str, done: int, total: int, info: dict) -> None:
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        first.meta_train(synth.meta_train, Budget(), stop_at_4)
+    assert path.exists() and path.with_suffix(".json").exists()
+    seen: list[int] = []
+    resumed = learner(cfg, synth, path)
+    resumed.meta_train(synth.meta_train, Budget(), lambda p, d, t, i: seen.append(d))
+    assert seen[0] == 5, "resumed from the checkpoint after step 4"
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+    assert not path.exists(), "the partial checkpoint is removed once training finishes"
+
+
+def test_killed_meta_training_process_resumes(tmp_path: Path) -> None:
+    """A real SIGKILL of a meta-training process; the restart continues at the saved step."""
+    script = tmp_path / "train.py"
+    script.write_text(f"""
+import os, sys, time, pathlib, torch
+torch.set_num_threads(1)
+from baselines.anml import ANMLConfig
+from harness.config import BuildContext
+from harness.experiment import build_scenario
+from harness.protocol import Budget
+sc = build_scenario("synthetic-stream", 0, None, {{"size": "8"}})
+cfg = ANMLConfig(**{TINY_ANML!r}, order="first", meta_steps=30, n_meta_outputs=30)
+lrn = cfg.build(BuildContext(spec=sc.spec, resume_path=pathlib.Path(sys.argv[1])))
+hang = int(os.environ.get("HANG_AT", "0"))
+def show(phase, done, total, info):
+    print(done, flush=True)
+    if done == hang:
+        time.sleep(600)  # the test kills the process here, after the step-`hang` checkpoint
+lrn.meta_train(sc.meta_train, Budget(), show)
+""")
+    path = tmp_path / "ckpt.partial.safetensors"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE,
+                            text=True, env={**env, "HANG_AT": "7"})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip() == "7":
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert json.loads(path.with_suffix(".json").read_text())["step"] == 7
+    out = subprocess.run([sys.executable, str(script), str(path)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    steps = [int(s) for s in out.stdout.split()]
+    assert steps[0] == 8 and steps[-1] == 30
+
+
+def test_fast_sweep_equals_the_runners_per_sample_loop(synth) -> None:
+    cfg = ANMLConfig(**TINY_ANML, init="random")
+    lrs = [1e-3, 3e-2, 0.3]
+    fast = learner(cfg, synth).lr_sweep(synth.experiences, synth.spec, lrs)
+    for lr, rec in zip(lrs, fast, strict=True):
+        cfg_lr = ANMLConfig(**TINY_ANML, init="random", lr=lr)
+        ref = run_stream(learner(cfg_lr, synth), synth.experiences, synth.spec)
+        np.testing.assert_array_equal(rec.R, ref.R)
+        np.testing.assert_array_equal(rec.R0, ref.R0)
+        np.testing.assert_array_equal(rec.R_train, ref.R_train)
+        np.testing.assert_array_equal(rec.prequential, ref.prequential)
+        np.testing.assert_array_equal(rec.per_class_test, ref.per_class_test)
+
+
+def test_run_records_provenance_and_reuses_the_checkpoint(tmp_path: Path) -> None:
+    run = RunConfig(scenario="synthetic-stream", learner="anml", out_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache", lr_grid=(1e-3, 1e-1),
+                    overrides={"nm_channels": "4", "pred_channels": "6", "meta_steps": "3",
+                               "n_meta_outputs": "30", "inner_steps": "4", "remember": "4"})
+    first = execute(run)
+    assert first.status == "ok", first.error
+    rows = list(csv.DictReader(first.csv_path.open()))
+    for col in ("gradient_order", "variant", "meta_train_steps", "eval_optimizer", "lr",
+                "lr_selected_on"):
+        assert rows[0][col] != "", col
+    assert rows[0]["meta_train_steps"] == "3.0" and rows[0]["lr_selected_on"].startswith("val")
+    ckpts = list((tmp_path / "cache" / "checkpoints").glob("anml-*.safetensors"))
+    assert len(ckpts) == 1 and ".partial" not in ckpts[0].name
+    from harness import experiment
+
+    experiment._MEMO.clear()
+    second = execute(run)
+    assert second.metrics["meta_test_test_acc"] == first.metrics["meta_test_test_acc"]
