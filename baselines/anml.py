@@ -122,7 +122,7 @@ class ANMLConfig(HeadOnlyConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"nm_channels": 32, "pred_channels": 64, "order": "first",
-                  "meta_steps": 2600, "max_meta_seconds": 480.0, "pretrain_steps": 1200},
+                  "meta_steps": 2400, "pretrain_steps": 1000},
         "long": {"nm_channels": 64, "pred_channels": 128, "order": "first",
                  "meta_steps": 20000, "pretrain_steps": 10000},
         "paper": {},
@@ -203,3 +203,19 @@ class ANMLLearner(HeadOnlyLearner):
     def describe(self) -> dict[str, str | float]:
         return {**super().describe(), "nm_channels": float(self.cfg.nm_channels),
                 "pred_channels": float(self.cfg.pred_channels)}
+
+
+class ANMLBackbone(nn.Module):
+    """The ANML network without its output layer, for the baselines (`backbone=anml`):
+    gated prediction features, `out_dim` of them. `width` is the prediction net's channels;
+    the neuromodulatory net has 112 at the paper's 256 and half the width otherwise."""
+
+    def __init__(self, spec: ScenarioSpec, width: int) -> None:
+        super().__init__()
+        channels, side = image_input(spec, "backbone anml")
+        net = ANMLNet(channels, 112 if width == 256 else max(1, width // 2), width, 1, side)
+        self.nm, self.gate, self.pred = net.nm, net.gate, net.pred
+        self.out_dim = net.feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pred(x) * torch.sigmoid(self.gate(self.nm(x)))

@@ -9,6 +9,7 @@ name up and names close matches when it is unknown.
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,6 +126,10 @@ BACKBONES: dict[str, BackboneFactory] = {
     "convnet-small": ConvNetSmall,
     "mlp": MLP,
     "identity": Identity,
+    # The meta-learners' networks, imported only when used (baselines/anml.py, oml.py).
+    "anml": lambda spec, width: importlib.import_module("baselines.anml").ANMLBackbone(
+        spec, width),
+    "oml": lambda spec, width: importlib.import_module("baselines.oml").OMLBackbone(spec, width),
 }
 
 

@@ -31,6 +31,7 @@ from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
 from harness.config import BuildContext
 from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
+from harness.protocol import ScenarioSpec
 
 STRIDES = (2, 1, 2, 1, 2, 2)
 
@@ -107,7 +108,7 @@ class OMLConfig(HeadOnlyConfig):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"channels": 64, "hidden": 256, "order": "first", "meta_steps": 2000,
-                  "max_meta_seconds": 480.0, "pretrain_steps": 1200},
+                  "pretrain_steps": 1000},
         "long": {"channels": 128, "hidden": 512, "order": "first", "meta_steps": 20000,
                  "pretrain_steps": 10000},
         "paper": {},
@@ -199,3 +200,18 @@ class OMLLearner(HeadOnlyLearner):
         q = torch.cat([query_idx, others])
         rep_q = self.net.rln(pool.x[q].to(self.device))
         return F.cross_entropy(self._fm(adapted, slow, rep_q), pool.y[q].to(self.device))
+
+
+class OMLBackbone(nn.Module):
+    """OML's RLN for the baselines (`backbone=oml`): 6 convs of `width` channels, `out_dim`
+    features (2304 at width 256 on 84 x 84 images)."""
+
+    def __init__(self, spec: ScenarioSpec, width: int) -> None:
+        super().__init__()
+        channels, side = image_input(spec, "backbone oml")
+        net = OMLNet(channels, width, 0, 1, side)
+        self.rln = net.rln
+        self.out_dim = net.rep_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rln(x)
