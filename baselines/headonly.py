@@ -205,6 +205,7 @@ class HeadOnlyLearner(MetaTrainable):
     feature_dim: int
     variant: str = ""
     gradient_order: str = "first"
+    cache_features: bool = True
 
     def __init__(self, cfg: HeadOnlyConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -230,7 +231,10 @@ class HeadOnlyLearner(MetaTrainable):
         raise NotImplementedError
 
     def features(self, x: Tensor) -> Tensor:
-        """Frozen features, memoized on (weights, input bytes)."""
+        """Frozen features, memoized on (weights, input bytes) unless `cache_features` is
+        False (the plain reference loop of benchmarks/bench_fast_eval.py)."""
+        if not self.cache_features:
+            return self._no_grad_features(x)
         if not self._weights_key:
             self._weights_key = weights_digest([*self.net.state_dict().values()])
         return FEATURES.get(self._weights_key, x, self._no_grad_features)
