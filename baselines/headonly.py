@@ -71,6 +71,13 @@ class HeadOnlyConfig:
     """Seconds between resumable checkpoints during training; 0 = after every step."""
     lr: float = eval_field(1e-3, "head learning rate on the stream")
     """Learning rate of the output layer on the stream (SGD; tuned by the runner); > 0."""
+    iid: bool = eval_field(False, "i.i.d. oracle instead of the stream")
+    """The i.i.d. oracle: the output layer is re-fitted from zero at every evaluation on all
+    samples seen so far, shuffled, `iid_epochs` epochs of minibatches of `iid_batch`."""
+    iid_epochs: int = eval_field(5, "epochs of the i.i.d. oracle's fit")
+    """Epochs of each i.i.d. fit; >= 1."""
+    iid_batch: int = eval_field(16, "minibatch of the i.i.d. oracle's fit")
+    """Minibatch size of each i.i.d. fit; >= 1."""
 
     def _check_common(self) -> None:
         if self.init not in ("meta", "random", "pretrain"):
@@ -78,7 +85,7 @@ class HeadOnlyConfig:
         for name in ("meta_seed",):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "pretrain_batch"):
+        for name in ("pretrain_steps", "pretrain_batch", "iid_epochs", "iid_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("pretrain_lr", "lr"):
@@ -254,13 +261,18 @@ class HeadOnlyLearner(MetaTrainable):
             self.head.weight.zero_()
             self.head.bias.zero_()
         self.opt = torch.optim.SGD(self.head.parameters(), lr=self.cfg.lr)
+        self._seen_f: list[Tensor] = []
+        self._seen_y: list[Tensor] = []
+        self._n_fitted = 0
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
-
-    def observe(self, x: Tensor, y: Tensor) -> None:
         f = self.features(x)
+        if self.cfg.iid and not self.training and sum(map(len, self._seen_y)) > self._n_fitted:
+            self._fit_iid()
+        return self.head(f)
+
+    def _sgd_step(self, f: Tensor, y: Tensor) -> None:
         with torch.enable_grad():
             loss = F.cross_entropy(self.head(f), y)
             if not torch.isfinite(loss):
@@ -269,19 +281,44 @@ class HeadOnlyLearner(MetaTrainable):
             loss.backward()
             self.opt.step()
 
+    def observe(self, x: Tensor, y: Tensor) -> None:
+        f = self.features(x)
+        if self.cfg.iid:  # the oracle only stores; it fits at evaluation time
+            self._seen_f.append(f)
+            self._seen_y.append(y.detach())
+            return
+        self._sgd_step(f, y)
+
+    def _fit_iid(self) -> None:
+        """The oracle: the output layer from zero on all samples seen so far, shuffled."""
+        f, y = torch.cat(self._seen_f), torch.cat(self._seen_y)
+        self.reset()  # zero head, fresh optimizer; it empties the store, so put it back
+        self._seen_f, self._seen_y = [f], [y]
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.meta_seed, "iid"))
+        for _ in range(self.cfg.iid_epochs):
+            order = torch.randperm(len(y), generator=gen).to(f.device)
+            for i in range(0, len(y), self.cfg.iid_batch):
+                idx = order[i : i + self.cfg.iid_batch]
+                self._sgd_step(f[idx], y[idx])
+        self._n_fitted = len(y)
+
     def set_task(self, task_id: int) -> None:
         """Task ids are ignored (single head)."""
 
     def lr_sweep(self, experiences: Sequence[Experience], spec: ScenarioSpec,
                  lrs: Sequence[float]) -> list[StreamRecord]:
         """The head-only stream for every lr at once (same records as the runner's loop)."""
+        if self.cfg.iid:
+            raise HarnessError("lr_sweep runs the stream protocol; the i.i.d. oracle has none")
         return head_sgd_sweep(self.features, experiences, spec, lrs, self.device)
 
     def describe(self) -> dict[str, str | float]:
         return {"variant": self.variant, "init": self.cfg.init,
                 "gradient_order": self.gradient_order if self.cfg.init == "meta" else "",
                 "meta_train_steps": float(self.steps_done),
-                "eval_optimizer": "sgd", "eval_trains": "output layer only (zero init)"}
+                "eval_optimizer": "sgd", "eval_trains": "output layer only (zero init)",
+                "eval_order": (f"iid oracle ({self.cfg.iid_epochs} epochs, batch "
+                               f"{self.cfg.iid_batch})" if self.cfg.iid else "stream")}
 
     # -- (meta-)training ----------------------------------------------------------------------
 
