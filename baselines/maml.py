@@ -53,10 +53,10 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "vector": dict(backbone="mlp", inner_lr=0.1, inner_steps=1, test_steps=5,
                        meta_lr=1e-3, meta_batch=16, meta_steps=10000, train_queries=5,
                        bn="support"),
-        "omniglot": dict(backbone="conv4-stride", inner_lr=0.4, inner_steps=1, test_steps=3,
+        "omniglot": dict(backbone="conv4-stride", inner_lr=0.4, inner_steps=1, test_steps=10,
                          meta_lr=1e-3, meta_batch=32, meta_steps=60000, train_queries=0,
                          bn="transductive"),
-        "omniglot20": dict(backbone="conv4-stride", inner_lr=0.1, inner_steps=5, test_steps=5,
+        "omniglot20": dict(backbone="conv4-stride", inner_lr=0.1, inner_steps=5, test_steps=10,
                            meta_lr=1e-3, meta_batch=16, meta_steps=60000, train_queries=0,
                            bn="transductive"),
         "miniimagenet": dict(backbone="conv4", inner_lr=0.01, inner_steps=5, test_steps=10,
@@ -66,7 +66,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "sinusoid": dict(meta_steps=20000),
         "vector": dict(meta_steps=1000),
-        "omniglot": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
+        "omniglot": dict(meta_steps=2500, test_steps=10, train_queries=1, bn="support"),
         "omniglot20": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
         "miniimagenet": dict(meta_steps=2000, bn="support"),
     },
@@ -185,10 +185,11 @@ class MAMLLearner(nn.Module):
                                  cfg.channels)
         init = self.net.init(torch.Generator().manual_seed(int(ctx.seed)))
         n_bn_steps = max(cfg.inner_steps, cfg.test_steps or 0) + 1
-        if cfg.per_step_bn:
+        if cfg.per_step_bn:  # BNWB: one copy per step replaces the shared (unadapted) BN
             for k in [k for k in init if ".bn" in k or k.startswith("bn")]:
                 for s in range(n_bn_steps):
                     init[f"{k}@{s}"] = init[k].clone()
+                del init[k]
         self.n_bn_steps = n_bn_steps if cfg.per_step_bn else 0
         self.names = list(init)
         self.params = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in init.items()})

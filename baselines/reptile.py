@@ -69,8 +69,8 @@ class ReptileConfig:
     """conv4 | conv4-stride | resnet12 | mlp."""
     channels: int = 0
     """Conv channels (0 = paper default)."""
-    inner_opt: Literal["adam", "sgd"] = "adam"
-    """Inner optimiser: Adam with beta1 = 0 (the paper's code) or SGD."""
+    inner_opt: Literal["adam", "sgd"] | None = None
+    """Inner optimiser: Adam with beta1 = 0 (the paper's code; default for images) or SGD."""
     inner_lr: float | None = None
     """Inner learning rate (meta-training and meta-test)."""
     inner_steps: int | None = None
@@ -109,12 +109,9 @@ class ReptileConfig:
     def resolved(self, spec: ScenarioSpec) -> ReptileConfig:
         kind = scenario_kind(spec)
         values = {**RECIPES["paper"][kind], **RECIPES[self.recipe].get(kind, {})}
-        values = {k: v for k, v in values.items()
-                  if k not in ("inner_opt",) and getattr(self, k) is None}
-        out = dataclasses.replace(self, **values)
-        if kind == "sinusoid" and self.inner_opt == "adam":
-            out = dataclasses.replace(out, inner_opt="sgd")
-        return out
+        values.setdefault("inner_opt", "adam")
+        return dataclasses.replace(self, **{k: v for k, v in values.items()
+                                            if getattr(self, k) is None})
 
     def build(self, ctx: BuildContext) -> ReptileLearner:
         return ReptileLearner(self.resolved(ctx.spec), ctx)

@@ -1,0 +1,304 @@
+"""The MAML family, Reptile and ProtoNets: inner steps against hand-computed ones, the
+second-order meta-gradient against autograd through an unrolled loop, Reptile's interpolation,
+ANIL/BOIL's adapted parameter sets, sparse-MAML's mask gradients, resumable meta-training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from baselines.fewshot_nets import Conv4, is_head
+from baselines.maml import (
+    ANILConfig,
+    BOILConfig,
+    FOMAMLConfig,
+    MAMLConfig,
+    MAMLPlusPlusConfig,
+    mask_values,
+)
+from baselines.protonet import ProtoNetConfig
+from baselines.reptile import ReptileConfig, inner_train
+from baselines.sparse_maml import SparseMAMLConfig, SparseReLUMAMLConfig
+from harness.config import BuildContext
+from harness.protocol import Budget, ScenarioSpec
+
+torch.set_num_threads(1)
+
+REG = ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True)
+IMG = ScenarioSpec(input_shape=(1, 16, 16), n_outputs=3, episodic=True)
+TINY = dict(backbone="conv4", channels=4)
+
+
+def _mlp_grads(p: dict, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Backprop by hand through fc0 -> relu -> fc1 -> relu -> head with the MSE loss."""
+    z1 = x @ p["fc0.weight"].T + p["fc0.bias"]
+    h1 = z1.clamp(min=0)
+    z2 = h1 @ p["fc1.weight"].T + p["fc1.bias"]
+    h2 = z2.clamp(min=0)
+    out = h2 @ p["head.weight"].T + p["head.bias"]
+    d_out = 2 * (out - y) / out.numel()
+    d_z2 = (d_out @ p["head.weight"]) * (z2 > 0)
+    d_z1 = (d_z2 @ p["fc1.weight"]) * (z1 > 0)
+    return {"head.weight": d_out.T @ h2, "head.bias": d_out.sum(0),
+            "fc1.weight": d_z2.T @ h1, "fc1.bias": d_z2.sum(0),
+            "fc0.weight": d_z1.T @ x, "fc0.bias": d_z1.sum(0)}
+
+
+def _support(n: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, generator=g) * 10 - 5
+    return x, 2.0 * torch.sin(x - 0.5)
+
+
+def _meta(learner) -> dict:
+    return {k: v.detach().clone() for k, v in learner.meta_params().items()}
+
+
+@pytest.mark.parametrize("cfg", [
+    MAMLConfig(inner_lr=0.05, test_steps=1),
+    FOMAMLConfig(inner_lr=0.05, test_steps=1),
+    ANILConfig(inner_lr=0.05, test_steps=1),
+    BOILConfig(inner_lr=0.05, test_steps=1),
+    MAMLPlusPlusConfig(inner_lr=0.05, test_steps=1, inner_steps=1),
+    SparseMAMLConfig(inner_lr=0.05, test_steps=1),
+    SparseReLUMAMLConfig(inner_lr=0.05, test_steps=1),
+], ids=lambda c: c.NAME)
+def test_one_adaptation_step_equals_hand_computed_sgd(cfg) -> None:
+    learner = cfg.build(BuildContext(spec=REG, seed=3))
+    with torch.no_grad():  # distinct per-layer lrs and mixed masks, so both are really used
+        for i, p in enumerate(learner.lrs.values()):
+            p.fill_(0.01 * (i + 1))
+        for p in learner.masks.values():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    theta = _meta(learner)
+    x, y = _support()
+    learner.reset()
+    learner.observe(x, y)
+    g = _mlp_grads(theta, x, y)
+    for k in learner.names:
+        if k not in learner.adapt_keys:
+            assert torch.equal(learner._adapted[k], theta[k]), f"{k} must not adapt"
+            continue
+        lr = theta[f"lr:{k}"][0] if cfg.learn_lrs else cfg.inner_lr
+        if cfg.mask != "none":
+            lr = lr * mask_values(theta[f"mask:{k}"], cfg.mask)
+        torch.testing.assert_close(learner._adapted[k], theta[k] - lr * g[k],
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_reptile_inner_step_equals_hand_computed(opt: str) -> None:
+    learner = ReptileConfig(inner_opt=opt, inner_lr=0.03, test_steps=1, test_batch=0).build(
+        BuildContext(spec=REG, seed=1))
+    theta = _meta(learner)
+    x, y = _support()
+    learner.observe(x, y)
+    g = _mlp_grads(theta, x, y)
+    for k, t in theta.items():
+        if opt == "sgd":
+            want = t - 0.03 * g[k]
+        else:  # Adam, beta1 = 0, first step: v = (1 - b2) g^2, bias-corrected
+            v = 0.001 * g[k] ** 2
+            want = t - 0.03 * math.sqrt(0.001) * g[k] / (v.sqrt() + 1e-8)
+        torch.testing.assert_close(learner._adapted[k], want, rtol=1e-5, atol=1e-6)
+
+
+def _tasks(n_tasks: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.rand(n_tasks, 6, 1, 16, 16, generator=g)
+    xq = torch.rand(n_tasks, 9, 1, 16, 16, generator=g)
+    ys = torch.arange(3).repeat(2).expand(n_tasks, -1)
+    yq = torch.arange(3).repeat(3).expand(n_tasks, -1)
+    return xs, ys, xq, yq
+
+
+def _unrolled_meta_grads(learner, tasks, steps: int, lr: float, first_order: bool) -> dict:
+    """Reference: per task, `steps` SGD steps with torch.autograd.grad(create_graph=True)."""
+    net: Conv4 = learner.net
+    theta = {k: v.detach().clone().requires_grad_() for k, v in learner.meta_params().items()}
+    total = 0.0
+    xs, ys, xq, yq = tasks
+    for t in range(len(xs)):
+        p = dict(theta)
+        for _ in range(steps):
+            loss = F.cross_entropy(net.forward(p, xs[t]), ys[t])
+            gs = torch.autograd.grad(loss, list(p.values()), create_graph=not first_order)
+            p = {k: v - lr * g for (k, v), g in zip(p.items(), gs, strict=True)}
+        n = len(xs[t])
+        out = net.forward(p, torch.cat([xs[t], xq[t]]), n)[n:]
+        total = total + F.cross_entropy(out, yq[t]) / len(xs)
+    total.backward()
+    return {k: v.grad for k, v in theta.items()}
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("vectorize", ["vmap", "loop"])
+def test_meta_gradient_equals_autograd_through_unrolled_loop(first_order: bool,
+                                                             vectorize: str) -> None:
+    cfg = MAMLConfig(**TINY, inner_lr=0.3, inner_steps=2, first_order=first_order,
+                     vectorize=vectorize, bn="support")
+    learner = cfg.build(BuildContext(spec=IMG, seed=0))
+    tasks = _tasks()
+    loss, _ = learner.meta_batch_loss(*tasks, second_order=not first_order)
+    loss.backward()
+    want = _unrolled_meta_grads(learner, tasks, 2, 0.3, first_order)
+    for k in learner.names:
+        got = learner.params[k.replace(".", "/")].grad
+        torch.testing.assert_close(got, want[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_second_order_differs_from_first_order() -> None:
+    grads = []
+    for fo in (False, True):
+        learner = MAMLConfig(**TINY, inner_lr=0.3, inner_steps=1, first_order=fo).build(
+            BuildContext(spec=IMG, seed=0))
+        learner.meta_batch_loss(*_tasks(), second_order=not fo)[0].backward()
+        grads.append(learner.params["conv0/weight"].grad.clone())
+    assert not torch.allclose(grads[0], grads[1], atol=1e-7)
+
+
+@pytest.mark.parametrize("cfg,changes", [(ANILConfig(**TINY, test_steps=2), "head"),
+                                         (BOILConfig(**TINY, test_steps=2), "body"),
+                                         (MAMLConfig(**TINY, test_steps=2), "all")])
+def test_anil_adapts_only_the_head_and_boil_only_the_body(cfg, changes: str) -> None:
+    learner = cfg.build(BuildContext(spec=IMG, seed=0))
+    theta = _meta(learner)
+    xs, ys, xq, _ = _tasks(1)
+    learner.reset()
+    learner.observe(xs[0], ys[0])
+    for k in learner.names:
+        moved = not torch.equal(learner._adapted[k], theta[k])
+        expect = changes == "all" or (changes == "head") == is_head(k)
+        assert moved == expect, f"{cfg.NAME}: {k} moved={moved}"
+    with torch.no_grad():
+        assert learner.predict(xq[0]).shape == (9, 3)
+    learner.reset()
+    assert learner._adapted is None
+
+
+@pytest.mark.parametrize("cfg", [SparseMAMLConfig(**TINY), SparseReLUMAMLConfig(**TINY)],
+                         ids=lambda c: c.NAME)
+def test_sparse_maml_masks_receive_gradients(cfg) -> None:
+    learner = cfg.build(BuildContext(spec=IMG, seed=0))
+    loss, _ = learner.meta_batch_loss(*_tasks(), second_order=True)
+    loss.backward()
+    for k, m in learner.masks.items():
+        assert m.grad is not None and m.grad.abs().sum() > 0, f"mask {k} got no gradient"
+
+
+def test_binary_mask_is_a_step_with_straight_through_gradient() -> None:
+    m = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
+    v = mask_values(m, "binary")
+    assert v.tolist() == [0.0, 1.0, 1.0]
+    (v * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert m.grad.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_maml_plus_plus_switches() -> None:
+    cfg = MAMLPlusPlusConfig(**TINY, inner_steps=3, test_steps=3, msl_steps=100, da_steps=10)
+    learner = cfg.build(BuildContext(spec=IMG, seed=0))
+    assert any("@2" in k for k in learner.names), "per-step batch-norm weights"
+    w0, w_late = learner.msl_weights(0), learner.msl_weights(90)
+    assert w0 == pytest.approx([1 / 3] * 3)
+    assert sum(w_late) == pytest.approx(1.0) and w_late[-1] > w0[-1]
+    assert learner.msl_weights(100) is None
+    loss, _ = learner.meta_batch_loss(*_tasks(), second_order=True,
+                                      loss_weights=learner.msl_weights(0))
+    loss.backward()
+    for k, lr in learner.lrs.items():
+        assert lr.grad is not None and lr.grad.abs().sum() > 0, f"LSLR {k} got no gradient"
+    assert learner.params["bn0/weight@1"].grad.abs().sum() > 0
+    assert "first for 10 steps" in learner.describe()["gradient_order"]
+
+
+class _FixedSampler:
+    """Always the same tasks (a stand-in for a scenario's episode sampler)."""
+
+    shots = 2
+
+    def __init__(self, tasks) -> None:
+        self.tasks = tasks
+        self.calls = 0
+
+    def sample_batch(self, n, g, ways=None, shots=None, queries=None):
+        self.calls += 1
+        return tuple(t[:n] for t in self.tasks)
+
+
+def test_reptile_update_is_interpolation_toward_adapted_weights() -> None:
+    cfg = ReptileConfig(inner_opt="sgd", inner_lr=0.02, inner_steps=3, inner_batch=0,
+                        meta_step=0.4, meta_batch=2, meta_steps=1, train_shots=2)
+    learner = cfg.build(BuildContext(spec=REG, seed=0))
+    theta = _meta(learner)
+    x, y = _support(8)
+    xs = torch.stack([x[:4], x[4:]])
+    ys = torch.stack([y[:4], y[4:]])
+    learner.meta_train(_FixedSampler((xs, ys, xs[:, :0], ys[:, :0])), Budget(), None)
+    idx = torch.arange(4).expand(3, -1)
+    phis = [inner_train(learner.net, F.mse_loss, theta, xs[i], ys[i], idx, 0.02, "sgd")
+            for i in range(2)]
+    for k, t in theta.items():
+        want = t + 0.4 * ((phis[0][k] + phis[1][k]) / 2 - t)
+        torch.testing.assert_close(learner.meta_params()[k].detach(), want,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_protonet_predicts_negative_squared_distance_to_class_means() -> None:
+    learner = ProtoNetConfig(channels=4).build(BuildContext(spec=IMG, seed=0))
+    xs, ys, xq, _ = _tasks(1)
+    learner.observe(xs[0], ys[0])
+    with torch.no_grad():
+        logits = learner.predict(xq[0])
+        f = learner.net.forward(learner._p(), torch.cat([xs[0], xq[0]]), len(xs[0]))
+        protos = torch.stack([f[:6][ys[0] == c].mean(0) for c in range(3)])
+        want = -((f[6:, None, :] - protos[None]) ** 2).sum(-1)
+    torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
+
+
+def test_maml_meta_training_reduces_sinusoid_error() -> None:
+    from harness.runner import run_episodes
+    from scenarios.fewshot import SinusoidFewShotConfig
+
+    sc = SinusoidFewShotConfig(test_episodes=30, val_episodes=0).build(0)
+    learner = MAMLConfig(meta_steps=150, meta_batch=10, meta_lr=3e-3).build(
+        BuildContext(spec=sc.spec, seed=0))
+    before = run_episodes(learner, sc.experiences, sc.spec).scores.mean()
+    learner.meta_train(sc.meta_train, Budget(), None)
+    after = run_episodes(learner, sc.experiences, sc.spec).scores.mean()
+    assert after < 0.6 * before, (before, after)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _InterruptingSampler(_FixedSampler):
+    def __init__(self, tasks, stop_at: int) -> None:
+        super().__init__(tasks)
+        self.stop_at = stop_at
+
+    def sample_batch(self, n, g, ways=None, shots=None, queries=None):
+        if self.calls == self.stop_at:
+            raise _Interrupt
+        torch.rand(1, generator=g)  # consume RNG, so a resumed run must restore it
+        return super().sample_batch(n, g)
+
+
+def test_meta_training_resumes_from_partial_checkpoint(tmp_path) -> None:
+    tasks = _tasks(2)
+    cfg = MAMLConfig(**TINY, meta_steps=5, meta_batch=2, checkpoint_every_s=0.0)
+    straight = cfg.build(BuildContext(spec=IMG, seed=0))
+    straight.meta_train(_FixedSampler(tasks), Budget(), None)
+    path = tmp_path / "partial.safetensors"
+    first = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
+    with pytest.raises(_Interrupt):
+        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None)
+    assert path.exists()
+    resumed = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
+    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None)
+    assert not path.exists(), "a finished meta-training removes its partial checkpoint"
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
