@@ -70,7 +70,7 @@ class OMLSineConfig(HeadOnlyConfig):
     """Held-out points per function in the outer loss; >= 1."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"order": "first", "meta_steps": 1500, "pretrain_steps": 3000},
+        "quick": {"order": "first", "meta_steps": 400, "pretrain_steps": 2000},
         "long": {"order": "first", "meta_steps": 20000, "pretrain_steps": 20000},
         "paper": {},
     }

@@ -186,3 +186,22 @@ def test_run_records_provenance_and_reuses_the_checkpoint(tmp_path: Path) -> Non
     experiment._MEMO.clear()
     second = execute(run)
     assert second.metrics["meta_test_test_acc"] == first.metrics["meta_test_test_acc"]
+
+
+def test_iid_oracle_refits_on_all_seen_samples(synth) -> None:
+    lrn = learner(ANMLConfig(**TINY_ANML, init="random", iid=True, lr=0.1), synth)
+    rec = run_stream(lrn, synth.experiences, synth.spec)
+    assert lrn._n_fitted == sum(e.n_train for e in synth.experiences)
+    assert rec.R[-1].mean() > 1.5 / synth.spec.n_outputs  # learns: well above chance
+    assert lrn.describe()["eval_order"].startswith("iid")
+
+
+def test_baselines_can_use_the_meta_learners_networks(synth) -> None:
+    from baselines.finetune import FinetuneConfig
+
+    for name, width in (("anml", 6), ("oml", 4)):
+        cfg = FinetuneConfig(backbone=name, width=width)
+        lrn = cfg.build(BuildContext(spec=synth.spec))
+        x, y = next(iter(synth.experiences[0]))
+        lrn.observe(x, y)
+        assert lrn.predict(x).shape == (1, synth.spec.n_outputs)
