@@ -120,6 +120,7 @@ class MetaTrainable(nn.Module):
 
     net: nn.Module
     steps_done: int = 0
+    seconds_done: float = 0.0
     _resume_path: Path | None = None
     _weights_key: str = ""
 
@@ -129,16 +130,18 @@ class MetaTrainable(nn.Module):
                    keep_vars: bool = False) -> dict[str, Any]:
         sd = self.net.state_dict(prefix=prefix + "net.", keep_vars=keep_vars)
         sd[prefix + "train.steps"] = torch.tensor(self.steps_done)
+        sd[prefix + "train.seconds"] = torch.tensor(self.seconds_done, dtype=torch.float64)
         return sd
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         net = {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
-        other = set(state_dict) - {f"net.{k}" for k in net} - {"train.steps"}
+        other = set(state_dict) - {f"net.{k}" for k in net} - {"train.steps", "train.seconds"}
         if strict and other:
             raise HarnessError(f"checkpoint has unexpected keys {sorted(other)[:5]}; it was not "
                                f"written by {type(self).__name__}")
         result = self.net.load_state_dict(net, strict=strict, assign=assign)
         self.steps_done = int(state_dict.get("train.steps", torch.tensor(0)))
+        self.seconds_done = float(state_dict.get("train.seconds", torch.tensor(0.0)))
         self._weights_key = ""
         return result
 
@@ -155,7 +158,7 @@ class MetaTrainable(nn.Module):
             tensors, meta = checkpoint.load(path)
             if meta.get("train_key") == key:
                 self.load_state_dict({k: v for k, v in tensors.items()
-                                      if k.startswith("net.") or k == "train.steps"})
+                                      if k.startswith(("net.", "train."))})
                 _load_optimizer(opt, tensors, meta["param_groups"])
                 gen.set_state(tensors["rng"])
                 step, elapsed_before = int(meta["step"]), float(meta["elapsed_s"])
@@ -185,6 +188,7 @@ class MetaTrainable(nn.Module):
             opt.step()
             step += 1
             self.steps_done = step
+            self.seconds_done = elapsed_before + time.perf_counter() - t0
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
             if time.perf_counter() - last_save >= cfg.checkpoint_every_s:
                 save()
@@ -316,6 +320,7 @@ class HeadOnlyLearner(MetaTrainable):
         return {"variant": self.variant, "init": self.cfg.init,
                 "gradient_order": self.gradient_order if self.cfg.init == "meta" else "",
                 "meta_train_steps": float(self.steps_done),
+                "meta_train_seconds_total": round(self.seconds_done, 1),
                 "eval_optimizer": "sgd", "eval_trains": "output layer only (zero init)",
                 "eval_order": (f"iid oracle ({self.cfg.iid_epochs} epochs, batch "
                                f"{self.cfg.iid_batch})" if self.cfg.iid else "stream")}

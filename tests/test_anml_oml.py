@@ -109,7 +109,8 @@ def test_interrupted_meta_training_resumes_to_the_same_state(synth, tmp_path: Pa
     resumed.meta_train(synth.meta_train, Budget(), lambda p, d, t, i: seen.append(d))
     assert seen[0] == 5, "resumed from the checkpoint after step 4"
     for k, v in straight.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+        if k != "train.seconds":  # wall time differs, everything else must not
+            torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
     assert not path.exists(), "the partial checkpoint is removed once training finishes"
 
 
