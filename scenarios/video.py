@@ -57,7 +57,7 @@ from torch import Tensor
 from harness.checkpoint import atomic_write_bytes
 from harness.config import default_cache_dir, to_dict
 from harness.errors import DataError, HarnessError
-from harness.protocol import Experience, ScenarioSpec
+from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import BuiltScenario, check_range, derive_seed, generator
 
 Ordering = Literal["iid", "class-iid", "instance", "class-instance"]
@@ -499,6 +499,12 @@ class VideoFramesConfig:
     """Frames on each side of a held-out segment used for neither training nor testing."""
     val_fraction: float = 0.2
     """Leading fraction of each sequence set aside for the validation stream (0 = none)."""
+    pretrain_pool: Literal["omniglot", "none"] = "omniglot"
+    """Meta-/pre-training pool with classes disjoint from the videos (as Stream-51 pre-trains
+    on ImageNet): 'omniglot' = the first `pretrain_classes` Omniglot background characters
+    (shipped), grey replicated to RGB and resized; 'none' = no pool."""
+    pretrain_classes: int = 100
+    """Omniglot background characters in the pool (20 drawings each; 1..964)."""
     n_experiences: int = 0
     """Merge consecutive sequences (or classes) into this many experiences; 0 = one each."""
     batch_size: int = 1
@@ -527,6 +533,10 @@ class VideoFramesConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         check_range("test_segments", self.test_segments, 1)
         check_range("gap", self.gap, 0)
+        if self.pretrain_pool not in ("omniglot", "none"):
+            raise ValueError(f"pretrain_pool must be 'omniglot' or 'none', "
+                             f"got {self.pretrain_pool!r}")
+        check_range("pretrain_classes", self.pretrain_classes, 1, 964)
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         check_range("n_experiences", self.n_experiences, 0)
@@ -610,6 +620,18 @@ class VideoFramesConfig:
             raise DataError(f"sequence {name}: {e}; lower them (--set test_fraction=..., "
                             "gap=...) or use longer videos / a higher fps") from None
 
+    def _pretrain_pool(self) -> LabeledPool | None:
+        """The first `pretrain_classes` Omniglot background characters as RGB images."""
+        if self.pretrain_pool == "none":
+            return None
+        from scenarios.omniglot import N_DRAWINGS, load_omniglot  # noqa: PLC0415
+
+        images, _ = load_omniglot("background", self.image_size)
+        s, n = self.image_size, self.pretrain_classes
+        x = images[:n].reshape(-1, 1, s, s).expand(-1, 3, -1, -1).contiguous()
+        return LabeledPool(x=x, y=torch.arange(n).repeat_interleave(N_DRAWINGS), n_classes=n,
+                           name=f"omniglot-background-{n}")
+
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> VideoFrames:
         """The stream for `seed` over `data_dir` (None: the shipped clips)."""
@@ -639,7 +661,8 @@ class VideoFramesConfig:
                             n_outputs=len(class_names))
         return VideoFrames(
             id=self.ID, version=self.VERSION, spec=spec,
-            experiences=experiences, val_experiences=val_experiences, meta_train=None,
+            experiences=experiences, val_experiences=val_experiences,
+            meta_train=self._pretrain_pool(),
             params={**to_dict(self), "seed": int(seed), "data": origin, "data_hash": data_hash,
                     "variant": self.ordering},
             ordering=self.ordering, class_names=class_names,
