@@ -117,6 +117,12 @@ for _e in [
           "tiny class-incremental Gaussian stream for tests and smoke runs"),
     Entry("sine-incremental", "scenarios.sine:SineIncrementalConfig",
           "OML incremental sine: 10 functions in sequence, MSE per function"),
+    Entry("split-miniimagenet", "scenarios.miniimagenet:SplitMiniImageNetConfig",
+          "OML protocol on MiniImageNet: meta-train on 64 classes, stream 20 unseen test "
+          "classes, 30 images each, batch 1, one pass (images via --data-dir)"),
+    Entry("split-miniimagenet-cil", "scenarios.miniimagenet:SplitMiniImageNetCILConfig",
+          "class-incremental MiniImageNet: 100 classes in 20 experiences of 5, seed-given "
+          "order (images via --data-dir)"),
     Entry("video-frames", "scenarios.video:VideoFramesConfig",
           "frames of real videos, one label per video; orderings iid/instance/class-instance "
           "(Stream-51); held-out segments with a temporal gap"),
