@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from baselines.fewshot_nets import Params, is_head, make_backbone
+from baselines.fewshot_nets import Params, head, is_head, make_backbone
 from harness import checkpoint
 from harness.config import BuildContext, Progress, eval_field
 from harness.errors import DivergedError, HarnessError
@@ -64,7 +64,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                              bn="transductive"),
     },
     "quick": {
-        "sinusoid": dict(meta_steps=20000),
+        "sinusoid": dict(meta_steps=70000),
         "vector": dict(meta_steps=1000),
         "omniglot": dict(meta_steps=2500, test_steps=10, train_queries=1, bn="support"),
         "omniglot20": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
@@ -253,6 +253,12 @@ class MAMLLearner(nn.Module):
         n = xs.shape[0]
         return self.net.forward(p, torch.cat([xs, xq]), n, st)[n:]
 
+    def _query_features(self, p: Params, xs: Tensor, xq: Tensor) -> Tensor:
+        if self.regression or self.cfg.bn == "transductive":
+            return self.net.features(p, xq)
+        n = xs.shape[0]
+        return self.net.features(p, torch.cat([xs, xq]), n)[n:]
+
     def adapt(self, meta: Params, xs: Tensor, ys: Tensor, steps: int, second_order: bool,
               functional: bool = True, xq: Tensor | None = None, yq: Tensor | None = None,
               loss_weights: list[float] | None = None) -> tuple[Params, Tensor]:
@@ -264,10 +270,20 @@ class MAMLLearner(nn.Module):
         """
         p = meta
         qloss = xs.new_zeros(())
+        # ANIL: the body does not change, so its features are computed once per task.
+        head_only = self.cfg.adapt == "head" and not self.n_bn_steps
+        fs = self.net.features(meta, xs) if head_only else None
+        fq = self._query_features(meta, xs, xq) if head_only and xq is not None else None
+
+        def query_out(p: Params, step: int) -> Tensor:
+            return head(p, fq) if head_only else self._query_out(p, xs, xq, step)
+
         for s in range(steps):
             st = self._bn_step(s)
 
             def support_loss(sub: Params, p: Params = p, st: int | None = st) -> Tensor:
+                if head_only:
+                    return self._loss(head({**p, **sub}, fs), ys)
                 return self._loss(self.net.forward({**p, **sub}, xs, None, st), ys)
 
             sub = {k: p[k] for k in self.adapt_keys}
@@ -282,10 +298,10 @@ class MAMLLearner(nn.Module):
             p = {**p, **sgd_update(sub, self._masked(meta, g), self._lr(meta, s))}
             if loss_weights is not None and xq is not None and s < steps - 1 \
                     and loss_weights[s] > 0:
-                qloss = qloss + loss_weights[s] * self._loss(self._query_out(p, xs, xq, s + 1), yq)
+                qloss = qloss + loss_weights[s] * self._loss(query_out(p, s + 1), yq)
         if xq is not None:
             w = 1.0 if loss_weights is None else loss_weights[-1]
-            out = self._query_out(p, xs, xq, steps)
+            out = query_out(p, steps)
             return p, (qloss + w * self._loss(out, yq), self._score(out, yq))
         return p, qloss
 

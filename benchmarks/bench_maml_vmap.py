@@ -1,0 +1,183 @@
+"""MAML meta-batch: per-task loop (learn2learn-style clone/adapt) vs torch.func.vmap vs
+torch.compile, on the same tasks; and peak memory of second- vs first-order meta-training as the
+number of inner steps grows (DESIGN.md D8; target: vmap >= 3x the loop on CPU at meta-batch 32,
+Omniglot 5-way 1-shot).
+
+    python benchmarks/bench_maml_vmap.py [--meta-batch 32] [--queries 1] [--repeats 5]
+        [--threads 1] [--memory-steps 1,2,5,10] [--no-compile] [--no-memory]
+
+Timing: one meta-gradient (forward through the inner loop, backward to the meta-weights) on
+identical tasks drawn from `omniglot-fewshot`, with MAML's Omniglot net (conv4, stride-2, 64
+channels; baselines/fewshot_nets.py) and the quick recipe (1 inner step, lr 0.4, 1 query per
+class). Methods are interleaved per repeat, so machine load hits them alike; the median time
+per meta-batch and the ratio to the loop are printed, and the losses and meta-gradients are
+checked equal.
+  - loop: the reference. Per task, the meta-weights are cloned (the clone stays in the
+    graph), adapted with `torch.autograd.grad(create_graph=True)` and a manual SGD update, and
+    the query loss is back-propagated, as learn2learn's `MAML.clone()` / `adapt()` do.
+  - vmap: `MAMLLearner.meta_batch_loss` (the default): the whole meta-batch in one
+    `torch.func.vmap` over a function whose inner gradient is `torch.func.grad`.
+  - compile: the vmap function under `torch.compile` (reported as failed where the installed
+    torch cannot compile it).
+
+Memory: each (order, inner steps) configuration runs 3 meta-steps in a fresh subprocess;
+printed is its peak RSS above the RSS after setup (CPU), or torch.cuda.max_memory_allocated on
+a GPU (--device cuda).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from baselines.maml import MAMLConfig
+from harness.config import BuildContext
+from scenarios.fewshot import OmniglotFewShotConfig
+
+
+def make_learner(spec, steps: int = 1, first_order: bool = False, device: str = "cpu"):
+    cfg = MAMLConfig(inner_steps=steps, first_order=first_order, test_steps=steps)
+    return cfg.build(BuildContext(spec=spec, seed=0, device=device))
+
+
+def loop_meta_grad(learner, xs, ys, xq, yq, second_order: bool = True) -> tuple[float, dict]:
+    """The per-task reference: clone, adapt with autograd.grad, back-propagate the query loss."""
+    net, cfg = learner.net, learner.cfg
+    meta = learner.meta_params()
+    total = 0.0
+    for t in range(len(xs)):
+        fast = {k: v.clone() for k, v in meta.items()}  # clone_module: stays in the graph
+        for _ in range(cfg.inner_steps):
+            loss = F.cross_entropy(net.forward(fast, xs[t]), ys[t])
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order)
+            fast = {k: v - cfg.inner_lr * g for (k, v), g in zip(fast.items(), grads,
+                                                                  strict=True)}
+        n = len(xs[t])
+        out = net.forward(fast, torch.cat([xs[t], xq[t]]), n)[n:]
+        qloss = F.cross_entropy(out, yq[t]) / len(xs)
+        qloss.backward()
+        total += qloss.item()
+    return total, {k: v.grad.clone() for k, v in meta.items()}
+
+
+def vmap_meta_grad(learner, xs, ys, xq, yq, fn=None) -> tuple[float, dict]:
+    loss, _ = (fn or learner.meta_batch_loss)(xs, ys, xq, yq, True)
+    loss.backward()
+    return float(loss), {k: v.grad.clone() for k, v in learner.meta_params().items()}
+
+
+def timing(args) -> None:
+    sc = OmniglotFewShotConfig(test_episodes=1, val_episodes=0).build(0)
+    learner = make_learner(sc.spec, device=args.device)
+    g = torch.Generator().manual_seed(0)
+    tasks = [t.to(args.device) for t in
+             sc.meta_train.sample_batch(args.meta_batch, g, queries=args.queries)]
+    methods = {
+        "loop (clone/adapt per task)": lambda: loop_meta_grad(learner, *tasks),
+        "vmap (default)": lambda: vmap_meta_grad(learner, *tasks),
+    }
+    if args.compile:
+        compiled = torch.compile(learner.meta_batch_loss)
+        methods["vmap + torch.compile"] = lambda: vmap_meta_grad(learner, *tasks, fn=compiled)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    results: dict[str, tuple[float, dict]] = {}
+    failed: dict[str, str] = {}
+    for rep in range(args.repeats + 1):  # repeat 0 is warm-up (compilation included)
+        for name, fn in methods.items():
+            if name in failed:
+                continue
+            learner.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            try:
+                results[name] = fn()
+            except Exception as e:  # report, keep benchmarking the others
+                failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                continue
+            if rep:
+                times[name].append(time.perf_counter() - t0)
+    ref_name = "loop (clone/adapt per task)"
+    ref_loss, ref_grads = results[ref_name]
+    ref_t = statistics.median(times[ref_name])
+    print(f"MAML meta-gradient, Omniglot 5-way 1-shot, meta-batch {args.meta_batch}, "
+          f"{args.queries} query/class, conv4-stride-64, second order, "
+          f"{torch.get_num_threads()} thread(s), {args.device}, median of {args.repeats}")
+    print(f"{'method':32s} {'s/meta-batch':>13s} {'speed-up':>9s} {'loss':>10s} "
+          f"{'grad rel.err':>12s}")
+    for name in methods:
+        if name in failed:
+            print(f"{name:32s} failed: {failed[name]}")
+            continue
+        loss, grads = results[name]
+        t = statistics.median(times[name])
+        # Relative to the largest gradient entry of each tensor (inductor reorders float ops).
+        diff = max(float((grads[k] - ref_grads[k]).abs().max()
+                         / ref_grads[k].abs().max().clamp(min=1e-12)) for k in ref_grads)
+        print(f"{name:32s} {t:13.3f} {ref_t / t:8.2f}x {loss:10.5f} {diff:12.2e}")
+        assert abs(loss - ref_loss) < 1e-3 * max(1.0, abs(ref_loss)), (name, loss, ref_loss)
+        assert diff < 1e-2, (name, diff)
+
+
+MEMORY_CHILD = """
+import json, resource, sys, torch
+from benchmarks.bench_maml_vmap import make_learner
+from scenarios.fewshot import OmniglotFewShotConfig
+order, steps, mb, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+sc = OmniglotFewShotConfig(test_episodes=1, val_episodes=0).build(0)
+learner = make_learner(sc.spec, steps, order == "first", device)
+tasks = [t.to(device) for t in sc.meta_train.sample_batch(mb, torch.Generator().manual_seed(0),
+                                                           queries=1)]
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if device.startswith("cuda"):
+    torch.cuda.reset_peak_memory_stats()
+for _ in range(3):
+    learner.zero_grad()
+    learner.meta_batch_loss(*tasks, order == "second")[0].backward()
+peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else
+        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+print(json.dumps({"peak_mb": peak}))
+"""
+
+
+def memory(args) -> None:
+    steps_list = [int(s) for s in args.memory_steps.split(",")]
+    print(f"\nPeak memory of one meta-step (MiB above setup; {args.device}), meta-batch "
+          f"{args.meta_batch}, Omniglot 5-way 1-shot, vmap:")
+    print(f"{'inner steps':>11s} {'second order':>13s} {'first order':>12s} {'ratio':>6s}")
+    for steps in steps_list:
+        row = {}
+        for order in ("second", "first"):
+            out = subprocess.run(
+                [sys.executable, "-c", MEMORY_CHILD, order, str(steps), str(args.meta_batch),
+                 args.device], capture_output=True, text=True, check=True)
+            row[order] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        ratio = row["second"] / row["first"] if row["first"] > 0 else float("nan")
+        print(f"{steps:11d} {row['second']:13.1f} {row['first']:12.1f} {ratio:6.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--meta-batch", type=int, default=32)
+    ap.add_argument("--queries", type=int, default=1, help="query images per class")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--memory-steps", default="1,2,5,10")
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--no-memory", dest="memory", action="store_false")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timing(args)
+    if args.memory:
+        memory(args)
+
+
+if __name__ == "__main__":
+    main()
