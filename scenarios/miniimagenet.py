@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from harness.config import to_dict
+from harness.errors import DataError
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import (
     BuiltScenario,
@@ -62,8 +63,14 @@ def _data_dir(data_dir: Path | None) -> Path | None:
 def _load(split: str, data_dir: Path | None, image_size: int, split_dir: Path | None) -> Any:
     from scenarios.miniimagenet_data import load_miniimagenet  # noqa: PLC0415
 
-    return load_miniimagenet(split, _data_dir(data_dir), image_size,  # type: ignore[arg-type]
-                             split_dir=split_dir)
+    folder = _data_dir(data_dir)
+    try:
+        return load_miniimagenet(split, folder, image_size,  # type: ignore[arg-type]
+                                 split_dir=split_dir)
+    except DataError as e:
+        if folder is None:
+            raise DataError(f"{e} (or name the folder in ${ENV_DIR})") from None
+        raise
 
 
 def to_float(images: Tensor) -> Tensor:

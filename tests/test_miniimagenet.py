@@ -169,3 +169,32 @@ def test_shipped_split_with_fake_cache(tmp_path):
 def test_registered():
     assert get_scenario("split-miniimagenet").config_class() is SplitMiniImageNetConfig
     assert get_scenario("split-miniimagenet-cil").config_class() is SplitMiniImageNetCILConfig
+
+
+@pytest.mark.parametrize("layout", ["by_class", "rl"])
+def test_cli_run_replay_on_either_layout(fake, tmp_path, layout):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    args = ["run", "--scenario", "split-miniimagenet", "--learner", "replay",
+            "--data-dir", str(fake[layout]), "--out", str(tmp_path / "res"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-tune",
+            "--set", f"split_dir={fake['splits']}", "--set", "image_size=8",
+            "--set", "n_classes=4", "--set", "train_per_class=3", "--set", "test_per_class=2",
+            "--set", "n_val_classes=2", "--set", "meta_train_per_class=4"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert list((tmp_path / "res" / "split-miniimagenet").glob("replay-*.csv"))
+
+
+def test_cli_without_images_is_a_clear_error(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    monkeypatch.delenv(ENV_DIR, raising=False)
+    res = CliRunner().invoke(app, ["run", "--scenario", "split-miniimagenet", "--learner",
+                                   "replay", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 2
+    assert "<wnid>/<filename>.jpg" in res.output and ENV_DIR in res.output
