@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -63,6 +63,12 @@ class BackboneConfig:
             raise ValueError(f"pretrain_batch must be >= 1, got {self.pretrain_batch}")
         if self.meta_seed < 0:
             raise ValueError(f"meta_seed must be >= 0, got {self.meta_seed}")
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        """What a pre-trained checkpoint depends on: the backbone and its pre-training only, not
+        the learner on top, so ncm, slda, pretrain, ... share one pre-trained backbone."""
+        return {"kind": "pretrained-backbone",
+                **{f.name: getattr(self, f.name) for f in fields(BackboneConfig)}}
 
 
 def resolve_backbone(cfg: BackboneConfig, spec: ScenarioSpec) -> str:

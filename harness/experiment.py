@@ -170,11 +170,16 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
             progress: Progress | None) -> Prepared:
     """Build the learner once and meta-train it (or load the cached checkpoint)."""
     cache = run.cache_dir or default_cache_dir()
-    key = stable_hash([entry.id, train_config_hash(cfg), scenario.id, scenario.version,
-                       meta_train_fingerprint(scenario), harness.__version__.split(".")[0]])
+    # A config may say what its checkpoint depends on (e.g. a shared pre-trained backbone);
+    # by default it is the learner and every training-relevant field of its config.
+    ident = (cfg.checkpoint_key() if hasattr(cfg, "checkpoint_key")
+             else [entry.id, train_config_hash(cfg)])
+    key = stable_hash([ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
+                       harness.__version__.split(".")[0]])
     if key in _MEMO:
         return _MEMO[key]
-    path = cache / "checkpoints" / f"{safe_id(entry.id)}-{key}.safetensors"
+    name = ident.get("kind", entry.id) if isinstance(ident, dict) else entry.id
+    path = cache / "checkpoints" / f"{safe_id(name)}-{key}.safetensors"
     ctx = BuildContext(spec=scenario.spec, seed=run.seed, device=run.device, cache_dir=cache,
                        progress=progress, resume_path=path.with_suffix(".partial.safetensors"))
     learner = cfg.build(ctx)

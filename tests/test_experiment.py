@@ -153,3 +153,15 @@ def test_wrong_task_and_seed_parsing(tmp_path: Path) -> None:
     for bad in ("2-0", "a", "-1"):
         with pytest.raises(HarnessError):
             parse_seeds(bad)
+
+
+def test_learners_on_the_same_pretrained_backbone_share_one_checkpoint(tmp_path: Path) -> None:
+    from harness import experiment
+
+    experiment._MEMO.clear()
+    execute(_cfg(tmp_path, "ncm"))
+    experiment._MEMO.clear()
+    slda = execute(_cfg(tmp_path, "slda"))
+    assert len(list((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))) == 1
+    cfg = json.loads(slda.csv_path.with_suffix(".json").read_text())
+    assert cfg["meta_train"]["checkpoint_cached"] is True
