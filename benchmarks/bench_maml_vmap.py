@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +127,8 @@ def timing(args) -> None:
 
 MEMORY_CHILD = """
 import json, resource, sys, torch
-from benchmarks.bench_maml_vmap import make_learner
+sys.path.insert(0, sys.argv[5])
+from bench_maml_vmap import make_learner
 from scenarios.fewshot import OmniglotFewShotConfig
 order, steps, mb, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 sc = OmniglotFewShotConfig(test_episodes=1, val_episodes=0).build(0)
@@ -155,7 +157,8 @@ def memory(args) -> None:
         for order in ("second", "first"):
             out = subprocess.run(
                 [sys.executable, "-c", MEMORY_CHILD, order, str(steps), str(args.meta_batch),
-                 args.device], capture_output=True, text=True, check=True)
+                 args.device, str(Path(__file__).resolve().parent)],
+                capture_output=True, text=True, check=True)
             row[order] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
         ratio = row["second"] / row["first"] if row["first"] > 0 else float("nan")
         print(f"{steps:11d} {row['second']:13.1f} {row['first']:12.1f} {ratio:6.2f}")
