@@ -24,10 +24,11 @@ Orderings of the training frames (Roady et al. 2020, Stream-51), drawn from the 
   - `instance`: sequences in a random order, frames of each in temporal order;
   - `class-instance`: classes in a random order, then that class's sequences in a random order,
     frames in temporal order.
-Experiences: one per sequence (`instance`, and `iid` cut in equal chunks) or one per class
-(`class-*`), merged into `n_experiences` groups when that is set. An experience's test set is the
-held-out frames of the sequences it trains on (for `iid`/`class-iid`: of the sequences, or
-classes, at the same position in sorted order), so every ordering is scored on the same frames.
+Experiences: one per sequence (`instance`, and `iid` cut in as many equal chunks) or one per
+class (`class-*`), merged into `n_experiences` groups when that is set. An experience's test set
+is the held-out frames of the sequences it trains on; an `iid` chunk trains on every sequence,
+so its test set is an interleaved 1/n share of every sequence's held-out frames. Every ordering
+is scored on the same held-out frames.
 
 Validation stream (hyper-parameter selection): the first `val_fraction` of every sequence,
 followed by `gap` unused frames, is set aside; the scored stream uses only the rest. The
@@ -546,11 +547,14 @@ class VideoFramesConfig:
 
     def _order(
         self, seq_frames: Sequence[np.ndarray], seq_class: np.ndarray, g: torch.Generator
-    ) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
-        """Blocks of the training stream: (sequence ids, frame indices, test sequences).
+    ) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]]:
+        """Blocks of the training stream: (sequence ids, frame indices, test shares).
 
-        For instance orderings a block is one sequence; for class orderings one class; for
-        `iid` one equal chunk (as many as sequences), tested on the sequence of the same rank.
+        A test share (k, j, m) is every m-th held-out frame of sequence k starting at j. For
+        instance orderings a block is one sequence, tested on that sequence; for class
+        orderings one class, tested on its sequences; for `iid` one of n_sequences equal
+        chunks, tested on the j-th of n interleaved shares of every sequence's held-out frames
+        (an iid chunk holds every class, so its test set does too).
         """
         n_seq = len(seq_frames)
         seq_ids = [np.full(len(f), k) for k, f in enumerate(seq_frames)]
@@ -558,10 +562,10 @@ class VideoFramesConfig:
         if self.ordering == "iid":
             sid, fid = np.concatenate(seq_ids), np.concatenate(frame_idx)
             perm = torch.randperm(len(sid), generator=g).numpy()
-            return [(sid[p], fid[p], [k])
-                    for k, p in enumerate(np.array_split(perm, n_seq))]
+            return [(sid[p], fid[p], [(k, j, n_seq) for k in range(n_seq)])
+                    for j, p in enumerate(np.array_split(perm, n_seq))]
         if self.ordering == "instance":
-            return [(seq_ids[k], frame_idx[k], [k])
+            return [(seq_ids[k], frame_idx[k], [(k, 0, 1)])
                     for k in torch.randperm(n_seq, generator=g).tolist()]
         blocks = []
         for c in torch.randperm(int(seq_class.max()) + 1, generator=g).tolist():
@@ -570,10 +574,11 @@ class VideoFramesConfig:
                 sid = np.concatenate([seq_ids[k] for k in members])
                 fid = np.concatenate([frame_idx[k] for k in members])
                 perm = torch.randperm(len(sid), generator=g).numpy()
-                blocks.append((sid[perm], fid[perm], members))
+                blocks.append((sid[perm], fid[perm], [(k, 0, 1) for k in members]))
             else:  # class-instance
                 for j in torch.randperm(len(members), generator=g).tolist():
-                    blocks.append((seq_ids[members[j]], frame_idx[members[j]], [members[j]]))
+                    k = members[j]
+                    blocks.append((seq_ids[k], frame_idx[k], [(k, 0, 1)]))
         return blocks
 
     def _stream(
@@ -596,10 +601,11 @@ class VideoFramesConfig:
         for i, group in enumerate(groups):
             sid = np.concatenate([blocks[b][0] for b in group])
             fid = np.concatenate([blocks[b][1] for b in group])
-            test_seqs = sorted({k for b in group for k in blocks[b][2]})
+            shares = sorted({t for b in group for t in blocks[b][2]})
             x = np.stack([train_frames[s][f] for s, f in zip(sid, fid, strict=True)])
-            x_test = np.concatenate([frames[k][parts[k][1]] for k in test_seqs])
-            t_ids = np.concatenate([np.full(len(parts[k][1]), k) for k in test_seqs])
+            test_idx = [(k, parts[k][1][j::m]) for k, j, m in shares]
+            x_test = np.concatenate([frames[k][idx] for k, idx in test_idx])
+            t_ids = np.concatenate([np.full(len(idx), k) for k, idx in test_idx])
             classes = tuple(sorted({int(labels[s]) for s in sid}))
             exps.append(Experience(
                 x=to_x(x), y=torch.from_numpy(labels[sid]).long(),

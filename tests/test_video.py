@@ -122,6 +122,8 @@ def test_orderings_are_what_they_say(tree, cache):
     assert all(classes[2 * k] == classes[2 * k + 1] for k in range(3)), classes
     iid = build("iid")
     assert all(len(e.classes) > 1 for e in iid.experiences)
+    # an iid chunk holds every class, and so does its test set
+    assert all(set(e.y_test.tolist()) == {0, 1, 2} for e in iid.experiences)
     # deterministic in the seed, different across seeds
     assert build("iid").stream_hash == iid.stream_hash
     assert build("iid", seed=1).stream_hash != iid.stream_hash
@@ -204,7 +206,7 @@ def test_instance_ordering_forgets_more_than_iid(tree, cache):
         sc = VideoFramesConfig(ordering=o, image_size=8, gap=1).build(0, tree)
         rec = run_stream(_Linear(3 * 64, 3, lr=0.02), sc.experiences, sc.spec)
         forget[o], final[o] = metrics.forgetting_max(rec.R), metrics.acc_final_macro(rec.R)
-    assert forget["instance"] > forget["iid"] + 0.25, forget
+    assert forget["instance"] > forget["iid"] + 0.4, forget
     assert final["iid"] > final["instance"], final
 
 
