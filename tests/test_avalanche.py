@@ -149,3 +149,15 @@ def test_import_harness_does_not_import_avalanche():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+@pytest.mark.parametrize("strategy", ["EWC"])
+def test_conformance_checker_passes(strategy):
+    """The registry-wide conformance checks, for the adapter (not in LEARNERS: any name
+    `avalanche:<Strategy>` resolves to it)."""
+    from harness.check import check_learner
+
+    with warnings.catch_warnings(record=True):
+        results = check_learner(f"avalanche:{strategy}", "synthetic-stream")
+    failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
+    assert not failed, failed
