@@ -49,7 +49,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -478,6 +478,19 @@ class VideoFrames(BuiltScenario):
     def variant(self) -> str:
         """Short name that separates results of different orderings (e.g. on a leaderboard)."""
         return self.ordering
+
+    def extra_metrics(self, learner: Any, device: str = "cpu") -> dict[str, tuple[float, int]]:
+        """Per-video metrics of `learner` now (after the stream): see `sequence_metrics`.
+
+        Called by the experiment after `run_stream`; evaluates every held-out frame once,
+        in eval mode and without gradients (harness.runner.evaluate).
+        """
+        from harness.runner import evaluate  # noqa: PLC0415
+
+        x = torch.cat([e.x_test for e in self.experiences])
+        y = torch.cat([e.y_test for e in self.experiences])
+        hits = evaluate(learner, x, y, self.spec, device)
+        return sequence_metrics(hits, torch.cat(list(self.test_sequence_ids)))
 
 
 @dataclass(frozen=True)

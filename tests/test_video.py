@@ -210,6 +210,17 @@ def test_instance_ordering_forgets_more_than_iid(tree, cache):
     assert final["iid"] > final["instance"], final
 
 
+def test_per_sequence_metrics_of_a_learner(tree, cache):
+    sc = VideoFramesConfig(ordering="instance", image_size=8, gap=1).build(0, tree)
+    learner = _Linear(3 * 64, 3)
+    m = sc.extra_metrics(learner)
+    assert set(m) == {"acc_sequence_macro", "acc_sequence_majority"}
+    assert m["acc_sequence_macro"][1] == 6  # six sequences
+    hits = torch.cat([(learner.predict(e.x_test).argmax(1) == e.y_test).float()
+                      for e in sc.experiences])
+    assert m == sequence_metrics(hits, torch.cat(list(sc.test_sequence_ids)))
+
+
 # -- the shipped clips (real decoding with PyAV) ----------------------------------------------
 
 
