@@ -130,7 +130,7 @@ def _results_table(results: list[Any], title: str) -> Table:
 
 
 KEY_METRICS = ["meta_test_test_acc", "acc_final_macro", "forgetting_max", "online_acc",
-               "episode_acc", "mse_final", "wall_s"]
+               "episode_acc", "episode_mse", "mse_final", "wall_s"]
 
 
 def _leaderboard_rich(table: Any, title: str) -> Table:

@@ -284,6 +284,30 @@ def _episode_metrics(rec: EpisodeRecord) -> dict[str, tuple[float, int]]:
     return {name: (mean, n), f"{name}_ci95": (half, n)}
 
 
+def _episode_sets(prep: Prepared, cfg: Any, scenario: Scenario, run: RunConfig,
+                  ) -> dict[str, tuple[float, int, np.ndarray]]:
+    """Every further scored episode set a few-shot scenario names (`episode_sets`), and for
+    regression every inner-step count of `test_steps_grid` (MAML's 1/5/10-step table):
+    `episode_acc_{set}` or `mse_{set}_{S}step`, each with its `_ci95` (1.96 sd/sqrt(n))."""
+    sets = getattr(scenario, "episode_sets", None) or {}
+    regression = scenario.spec.task == "regression"
+    grid = tuple(getattr(scenario, "test_steps_grid", ())) if regression else ()
+    if grid and "test_steps" not in field_names(type(cfg)):
+        grid = ()
+    out: dict[str, tuple[float, int, np.ndarray]] = {}
+    for name, episodes in sets.items():
+        for steps in grid or (None,):
+            c = dataclasses.replace(cfg, test_steps=steps) if steps is not None else cfg
+            learner = _instantiate(prep, c, scenario.spec, run, None)
+            rec = run_episodes(learner, episodes, scenario.spec, device=run.device)
+            key = (f"mse_{name}_{steps}step" if steps is not None
+                   else f"episode_{'mse' if regression else 'acc'}_{name}")
+            mean, half, n = metrics.mean_ci95_normal(rec.scores)
+            out[key] = (mean, n, rec.scores)
+            out[f"{key}_ci95"] = (half, n, np.array([half]))
+    return out
+
+
 def execute(run: RunConfig, progress: Progress | None = None,
             scenario: Scenario | None = None) -> RunResult:
     """Run one (scenario, learner, seed) and write its results; never half-written.
@@ -343,6 +367,9 @@ def execute(run: RunConfig, progress: Progress | None = None,
             values.update(_episode_metrics(erec))
             arrays["episode_scores"] = erec.scores
             stream_s, samples = erec.wall_s, len(erec.scores)
+            for name, (v, n, scores) in _episode_sets(prep, tuned, scenario, run).items():
+                values[name] = (v, n)
+                arrays[name] = scores
         else:
             rec = run_stream(learner, scenario.experiences, scenario.spec, device=run.device,
                              eval_every=run.eval_every, progress=progress)
@@ -352,6 +379,8 @@ def execute(run: RunConfig, progress: Progress | None = None,
                           prequential_exp=rec.prequential_exp, curve_samples=rec.curve_samples,
                           curve_scores=rec.curve_scores, per_class_test=rec.per_class_test)
             stream_s, samples = rec.wall_s, rec.samples
+            if hasattr(scenario, "extra_metrics"):  # e.g. per-video accuracy
+                values.update(scenario.extra_metrics(learner, run.device))
         values["samples_per_s"] = (samples / stream_s if stream_s > 0 else 0.0, samples)
         values["params"] = (float(_n_params(learner)), 1)
         values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)

@@ -83,6 +83,7 @@ PRIMARY_METRICS: tuple[str, ...] = (
     "meta_test_test_acc",
     "episode_acc",
     "mse_final",
+    "episode_mse",
 )
 """Default ranking metric: the first of these a scenario reports."""
 
@@ -96,6 +97,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "episode_acc": True,
     "samples_per_s": True,
     "online_mse": False,
+    "episode_mse": False,
     "wall_s": False,
     "peak_rss_mb": False,
     "meta_train_s": False,
@@ -107,6 +109,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 _PREFIX_DIRECTIONS: tuple[tuple[str, bool], ...] = (
     ("forgetting_", False),
     ("mse_", False),
+    ("episode_mse_", False),
+    ("episode_acc_", True),
     ("acc_", True),
     ("meta_test_", True),
 )
