@@ -107,7 +107,7 @@ class OMLConfig(HeadOnlyConfig):
     """Reset the trajectory classes' output rows before the inner loop."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"channels": 64, "hidden": 256, "order": "first", "meta_steps": 2000,
+        "quick": {"channels": 64, "hidden": 256, "meta_steps": 2000,
                   "pretrain_steps": 1000},
         "long": {"channels": 128, "hidden": 512, "order": "first", "meta_steps": 20000,
                  "pretrain_steps": 10000},
