@@ -528,7 +528,7 @@ class VideoFramesConfig:
     VERSION = 1
     VARIANTS = {o: {"ordering": o} for o in ("iid", "instance", "class-instance")}
     """Named parameter sets whose results a comparison reports side by side."""
-    SMOKE = {"image_size": 8}
+    SMOKE = {"image_size": 8, "pretrain_pool": "none"}
     """Small parameters for conformance checks (with `fake_data`)."""
 
     @staticmethod

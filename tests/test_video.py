@@ -251,6 +251,8 @@ def test_default_scenario_on_shipped_clips(cache):
     sc = VideoFramesConfig().build(0)
     assert sc.spec.n_outputs == 4 and len(sc.experiences) == 4
     assert sc.params["data"] == "shipped"
+    # pre-training pool: Omniglot background characters, classes disjoint from the videos
+    assert sc.meta_train.n_classes == 100 and sc.meta_train.x.shape == (2000, 3, 32, 32)
     assert sum(e.n_train for e in sc.experiences) > 150
     for e in sc.experiences:
         assert e.x.dtype == torch.float32 and 0 <= e.x.min() and e.x.max() <= 1
