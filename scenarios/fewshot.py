@@ -175,8 +175,9 @@ class FewShotScenario(BuiltScenario):
     data_digest: str = ""
     """Fingerprint of the underlying data (file checksums, image size, preprocessing)."""
     episode_sets: dict[str, Sequence[Experience]] = field(default_factory=dict)
-    """Scored episode sets by name (e.g. {'5shot': ..., '10shot': ...}); `experiences` is one
-    of them."""
+    """Further scored episode sets by name (e.g. {'5shot': ..., '10shot': ...}); the harness
+    scores each (regression: at every step count of `test_steps_grid`) besides
+    `experiences`. Empty when `experiences` is the only set."""
     test_steps_grid: tuple[int, ...] = ()
     """Regression: inner-step counts at which every set is scored (Finn et al.: 1, 5, 10)."""
 
@@ -184,7 +185,8 @@ class FewShotScenario(BuiltScenario):
     def stream_hash(self) -> str:
         """'<id>-v<version>-<hash>' over the episode index tables and the data fingerprint."""
         h = hashlib.sha256(self.data_digest.encode())
-        for name, eps in [("val", self.val_experiences), *sorted(self.episode_sets.items())]:
+        for name, eps in [("test", self.experiences), ("val", self.val_experiences),
+                          *sorted(self.episode_sets.items())]:
             h.update(name.encode())
             if isinstance(eps, EpisodeSet | SinusoidEpisodes):
                 h.update(eps.index_digest().encode())
@@ -270,7 +272,6 @@ class OmniglotFewShotConfig:
             spec=ScenarioSpec(input_shape=(1, s, s), n_outputs=self.ways, episodic=True),
             experiences=test, val_experiences=val_eps, meta_train=sampler,
             params={**to_dict(self), "seed": int(seed)}, data_digest=digest,
-            episode_sets={f"{self.shots}shot": test},
         )
 
 
@@ -339,7 +340,6 @@ class MiniImageNetFewShotConfig:
             spec=ScenarioSpec(input_shape=(3, s, s), n_outputs=self.ways, episodic=True),
             experiences=test_eps, val_experiences=val_eps, meta_train=sampler,
             params={**to_dict(self), "seed": int(seed)}, data_digest=digest,
-            episode_sets={f"{self.shots}shot": test_eps},
         )
 
 
