@@ -31,7 +31,10 @@ class IIDOfflineConfig(BackboneConfig):
     """Optimizer of the offline fit: 'adam' or 'sgd' (plain, no momentum)."""
     train: Literal["all", "head"] = eval_field("all", "parameters trained")
     """Parameters trained: 'all' or 'head' (features frozen, in eval mode)."""
-    epochs: int = eval_field(5, "epochs of each fit")
+    pretrain: bool = True
+    """Start from the pre-trained backbone shared with ncm/slda/pretrain (an upper bound for
+    them: the same features, the same data, i.i.d. and several epochs)."""
+    epochs: int = eval_field(10, "epochs of each fit")
     """Epochs over all stored samples at each fit; >= 1."""
     batch_size: int = eval_field(16, "minibatch size of the fit")
     """Minibatch size of the fit; >= 1."""
