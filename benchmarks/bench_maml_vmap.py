@@ -20,9 +20,12 @@ checked equal.
   - compile: the vmap function under `torch.compile` (reported as failed where the installed
     torch cannot compile it).
 
-Memory: each (order, inner steps) configuration runs 3 meta-steps in a fresh subprocess;
-printed is its peak RSS above the RSS after setup (CPU), or torch.cuda.max_memory_allocated on
-a GPU (--device cuda).
+Memory: each (order, inner steps) configuration runs in a fresh subprocess on random 28x28
+tasks (memory does not depend on pixel values) and makes one meta-step; printed is its peak
+RSS above the resident set before the step (CPU, Linux), or torch.cuda.max_memory_allocated
+above the resting allocation on a GPU (--device cuda). The second-order graph keeps the
+inner-loop activations and their gradients alive until the meta-backward, so its memory grows
+with the number of inner steps.
 """
 
 from __future__ import annotations
@@ -129,20 +132,25 @@ MEMORY_CHILD = """
 import json, resource, sys, torch
 sys.path.insert(0, sys.argv[5])
 from bench_maml_vmap import make_learner
-from scenarios.fewshot import OmniglotFewShotConfig
+from harness.protocol import ScenarioSpec
 order, steps, mb, device = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-sc = OmniglotFewShotConfig(test_episodes=1, val_episodes=0).build(0)
-learner = make_learner(sc.spec, steps, order == "first", device)
-tasks = [t.to(device) for t in sc.meta_train.sample_batch(mb, torch.Generator().manual_seed(0),
-                                                           queries=1)]
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+torch.set_num_threads(1)
+spec = ScenarioSpec(input_shape=(1, 28, 28), n_outputs=5, episodic=True)
+learner = make_learner(spec, steps, order == "first", device)
+g = torch.Generator().manual_seed(0)  # memory does not depend on the pixel values
+xs, xq = torch.rand(mb, 5, 1, 28, 28, generator=g), torch.rand(mb, 5, 1, 28, 28, generator=g)
+ys = torch.arange(5).expand(mb, -1)
+tasks = [t.to(device) for t in (xs, ys, xq, ys)]
+import os
+page = os.sysconf("SC_PAGE_SIZE")
+with open("/proc/self/statm") as f:  # resident set now, in pages
+    rss_now_kb = int(f.read().split()[1]) * page / 1024
 if device.startswith("cuda"):
     torch.cuda.reset_peak_memory_stats()
-for _ in range(3):
-    learner.zero_grad()
-    learner.meta_batch_loss(*tasks, order == "second")[0].backward()
-peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else
-        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+    base = torch.cuda.memory_allocated()
+learner.meta_batch_loss(*tasks, order == "second")[0].backward()
+peak = ((torch.cuda.max_memory_allocated() - base) / 2**20 if device.startswith("cuda") else
+        (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_now_kb) / 1024)
 print(json.dumps({"peak_mb": peak}))
 """
 
