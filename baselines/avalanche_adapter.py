@@ -105,10 +105,14 @@ def make_strategy(cfg: AvalancheConfig, model: nn.Module, device: torch.device,
     except ImportError:
         raise HarnessError("avalanche:<Strategy> learners need avalanche-lib: "
                            "pip install -e '.[avalanche]'") from None
+    if evaluator is None:
+        with warnings.catch_warnings():  # "No loggers specified": none are wanted here
+            warnings.simplefilter("ignore", UserWarning)
+            evaluator = EvaluationPlugin()
     common = dict(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=cfg.lr),
                   criterion=nn.CrossEntropyLoss(), train_mb_size=train_mb_size,
                   train_epochs=cfg.train_epochs, eval_mb_size=512, device=device,
-                  evaluator=evaluator if evaluator is not None else EvaluationPlugin())
+                  evaluator=evaluator)
     s = cfg.strategy
     if s == "Naive":
         return Naive(**common)
