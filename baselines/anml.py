@@ -100,6 +100,8 @@ class ANMLNet(nn.Module):
 class ANMLConfig(HeadOnlyConfig):
     """ANML meta-training recipe and network size (defaults: the paper)."""
 
+    KIND: ClassVar[str] = "anml"
+
     nm_channels: int = 112
     """Channels of the neuromodulatory net's convolutions (paper 112); >= 1."""
     pred_channels: int = 256

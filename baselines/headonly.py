@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +78,15 @@ class HeadOnlyConfig:
     """Epochs of each i.i.d. fit; >= 1."""
     iid_batch: int = eval_field(16, "minibatch of the i.i.d. oracle's fit")
     """Minibatch size of each i.i.d. fit; >= 1."""
+
+    KIND: ClassVar[str] = "meta"
+    """Names the network family in checkpoint file names."""
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        """What a (meta-/pre-)trained checkpoint depends on: the network family and every
+        training field. The eval-only fields (lr, the i.i.d. oracle) are left out, so e.g.
+        `anml` and `anml-iid` share one meta-trained checkpoint."""
+        return {"kind": f"{self.KIND}-{self.init}", "train": train_config_hash(self)}
 
     def _check_common(self) -> None:
         if self.init not in ("meta", "random", "pretrain"):

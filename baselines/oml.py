@@ -114,6 +114,10 @@ class OMLConfig(HeadOnlyConfig):
         "paper": {},
     }
 
+    @property
+    def KIND(self) -> str:  # noqa: N802 (the class attribute of the other configs)
+        return f"oml-{self.variant}"
+
     def __post_init__(self) -> None:
         self._check_common()
         if self.variant not in ("2019", "2020"):

@@ -52,6 +52,8 @@ class SineNet(nn.Module):
 class OMLSineConfig(HeadOnlyConfig):
     """OML incremental-sine recipe (defaults: the paper)."""
 
+    KIND: ClassVar[str] = "oml-sine"
+
     width: int = 300
     """Hidden width (paper 300); >= 1."""
     rep: int = 900
