@@ -50,7 +50,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                        meta_batch=5, meta_steps=3000),
     },
     "quick": {
-        "omniglot": dict(meta_steps=6000, test_steps=50),
+        "omniglot": dict(meta_steps=3000, test_steps=50),
         "omniglot20": dict(meta_steps=6000),
         "miniimagenet": dict(meta_steps=3000),
         "sinusoid": dict(meta_steps=10000),
