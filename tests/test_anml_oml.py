@@ -206,3 +206,14 @@ def test_baselines_can_use_the_meta_learners_networks(synth) -> None:
         x, y = next(iter(synth.experiences[0]))
         lrn.observe(x, y)
         assert lrn.predict(x).shape == (1, synth.spec.n_outputs)
+
+
+def test_eval_only_variants_share_the_meta_trained_checkpoint() -> None:
+    from harness.registry import get_learner, make_config
+
+    def key(entry: str) -> dict:
+        return make_config(get_learner(entry), "quick", {}).checkpoint_key()
+
+    assert key("anml") == key("anml-iid")
+    assert key("anml") != key("anml-pretrain") != key("anml-untrained")
+    assert key("oml-2019")["kind"] == "oml-2019-meta" and key("oml")["kind"] == "oml-2020-meta"
