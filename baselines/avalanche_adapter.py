@@ -129,6 +129,45 @@ def make_strategy(cfg: AvalancheConfig, model: nn.Module, device: torch.device,
                 **common)
 
 
+class _Arena:
+    """Incoming batches as subsets of a few large Avalanche datasets.
+
+    Avalanche flattens concatenations (replay buffers) fast only when they are subsets of the
+    same dataset; one fresh dataset per batch makes every buffer operation scan hundreds of
+    datasets. Batches are therefore copied into preallocated tensors (capacity doubling, so a
+    stream uses O(log n) base datasets) and handed out as subsets. Rows are written before the
+    subset is made and never changed afterwards, so each subset sees exactly its batch.
+    """
+
+    def __init__(self) -> None:
+        self.x: Tensor | None = None
+        self.y: Tensor | None = None
+        self.targets: list[int] = []
+        self.base: Any = None
+        self.n = 0
+
+    def add(self, x: Tensor, y: Tensor) -> Any:
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+        b = len(x)
+        if self.x is None or self.n + b > len(self.x) or self.x.shape[1:] != x.shape[1:]:
+            cap = max(256, 2 * b, 2 * (len(self.x) if self.x is not None else 0))
+            self.x = torch.zeros((cap, *x.shape[1:]), dtype=x.dtype)
+            self.y = torch.zeros(cap, dtype=torch.long)
+            # A plain list: Avalanche keeps a reference to it (a tensor would be copied).
+            self.targets = [0] * cap
+            self.base = _make_taskaware_tensor_classification_dataset(
+                self.x, self.y, targets=self.targets, task_labels=0)
+            self.n = 0
+        assert self.y is not None
+        self.x[self.n : self.n + b] = x
+        self.y[self.n : self.n + b] = y
+        self.targets[self.n : self.n + b] = y.tolist()
+        ds = self.base.subset(list(range(self.n, self.n + b)))
+        self.n += b
+        return ds
+
+
 class AvalancheLearner(FeatureLearner):
     """Backbone + linear head trained by an Avalanche strategy, one `train()` per batch."""
 
@@ -144,6 +183,7 @@ class AvalancheLearner(FeatureLearner):
         self.__dict__["strategy"] = make_strategy(
             self.cfg, nn.Sequential(self.features, self.head), self.device)
         self._n_obs = 0
+        self._arena = _Arena()
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -154,9 +194,7 @@ class AvalancheLearner(FeatureLearner):
         from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
         from avalanche.benchmarks.scenarios.generic_scenario import EagerCLStream
 
-        from harness.avalanche_export import tensor_dataset
-
-        ds = tensor_dataset(x.detach().cpu(), y.detach().cpu())
+        ds = self._arena.add(x.detach().cpu(), y.detach().cpu())
         # A one-experience stream gives the experience the origin_stream Avalanche expects.
         stream = EagerCLStream("train_stream", [DatasetExperience(dataset=ds)])
         exp = stream[0]
