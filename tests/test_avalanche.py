@@ -161,3 +161,19 @@ def test_conformance_checker_passes(strategy):
         results = check_learner(f"avalanche:{strategy}", "synthetic-stream")
     failed = [f"{r.name}: {r.detail}" for r in results if not r.ok]
     assert not failed, failed
+
+
+def test_arena_hands_out_exact_batches_across_growth():
+    from baselines.avalanche_adapter import _Arena
+
+    arena, kept = _Arena(), []
+    g = torch.Generator().manual_seed(0)
+    for k in range(140):  # 140 batches of 1..3 samples: the capacity grows past 256
+        b = 1 + k % 3
+        x, y = torch.randn(b, 2, 3, generator=g), torch.randint(0, 5, (b,), generator=g)
+        kept.append((x, y, arena.add(x, y)))
+    for x, y, ds in kept:
+        assert len(ds) == len(x) and list(ds.targets) == y.tolist()
+        for i in range(len(x)):
+            xi, yi, ti = ds[i]
+            assert torch.equal(xi, x[i]) and int(yi) == int(y[i]) and int(ti) == 0
