@@ -9,7 +9,9 @@ plain forward pass of the strategy's model in eval mode. The model is the baseli
 plus a zero-initialized linear head, so `avalanche:Naive` and `finetune` start from identical
 networks; `pretrain=true` pre-trains the features like every baseline.
 
-Supported strategies: Naive, Replay, EWC, LwF, AGEM, GDumb. Avalanche is imported only when a
+Supported strategies: Naive, Replay, EWC, LwF, AGEM, GDumb. (GDumb, per batch, restarts from
+the initial network and trains on its class-balanced memory, as Avalanche's GDumb does for
+every experience.) Avalanche is imported only when a
 learner is built (the `avalanche` extra).
 
 One deviation, for AGEM only: Avalanche's AGEM keeps one memory per experience and samples
@@ -180,8 +182,8 @@ class AvalancheLearner(FeatureLearner):
 
     def _reset_stream(self) -> None:
         # The strategy must not be a registered submodule (it holds its own model reference).
-        self.__dict__["strategy"] = make_strategy(
-            self.cfg, nn.Sequential(self.features, self.head), self.device)
+        self.__dict__["model"] = nn.Sequential(self.features, self.head)
+        self.__dict__["strategy"] = make_strategy(self.cfg, self.model, self.device)
         self._n_obs = 0
         self._arena = _Arena()
 
@@ -208,6 +210,10 @@ class AvalancheLearner(FeatureLearner):
             # shuffle=False: the batch is used as it came (its order is irrelevant to one
             # step, and no RNG is drawn, so runs are reproducible and match native Avalanche).
             strategy.train(exp, shuffle=False)
+        if strategy.model is not self.model:
+            # Some plugins replace the strategy's model (GDumb restarts from a copy of the
+            # initial one every experience); predict and checkpoints follow its weights.
+            self.model.load_state_dict(strategy.model.state_dict())
         self.features.train(was)
         self.head.train(was)
         self._n_obs += 1

@@ -73,7 +73,7 @@ def _native_avalanche(cfg, scenario, model):
     return np.array(r0), np.array(accuracy_matrix(results, T))
 
 
-@pytest.mark.parametrize("strategy", ["Naive", "Replay", "EWC"])
+@pytest.mark.parametrize("strategy", ["Naive", "Replay", "EWC", "LwF", "GDumb"])
 def test_harness_matrix_matches_avalanche(scenario, strategy):
     cfg = AvalancheConfig(strategy=strategy, lr=0.1, mem_size=10)
     ctx = BuildContext(spec=scenario.spec, seed=0)
