@@ -302,3 +302,21 @@ def test_meta_training_resumes_from_partial_checkpoint(tmp_path) -> None:
     assert not path.exists(), "a finished meta-training removes its partial checkpoint"
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_resnet12_and_conv4_shapes_under_vmap() -> None:
+    from torch.func import vmap
+
+    from baselines.fewshot_nets import ResNet12, make_backbone
+
+    net = ResNet12(widths=(4, 6, 8, 10), n_out=5)
+    p = net.init(torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, 3, 84, 84)
+    out = vmap(lambda x: net.forward(p, x, 2))(torch.cat([x, x], 1))
+    assert out.shape == (2, 6, 5) and torch.isfinite(out).all()
+    assert make_backbone("conv4", (3, 84, 84), 5).feature_dim == 32 * 5 * 5
+    assert make_backbone("conv4", (1, 28, 28), 5).feature_dim == 64
+    assert make_backbone("conv4-stride", (1, 28, 28), 5).feature_dim == 64
+    spec = ScenarioSpec(input_shape=(3, 84, 84), n_outputs=5, episodic=True)
+    learner = MAMLConfig(backbone="resnet12", inner_steps=1).build(BuildContext(spec=spec))
+    assert learner.net.feature_dim == 640
