@@ -85,8 +85,10 @@ def online_stream(experience: Any, batch_size: int) -> Iterator[Any]:
     learner (Avalanche's `split_online_stream` with shuffle off)."""
     from avalanche.benchmarks.scenarios.online import split_online_stream
 
+    # seed=0: with no seed Avalanche draws one from Python's global `random` (unused when not
+    # shuffling), which would shift the random numbers a strategy sees (e.g. AGEM's memory).
     yield from split_online_stream([experience], experience_size=batch_size, shuffle=False,
-                                   access_task_boundaries=False)
+                                   access_task_boundaries=False, seed=0)
 
 
 def accuracy_matrix(results: Sequence[dict[str, float]], n_experiences: int,
