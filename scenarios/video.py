@@ -35,6 +35,11 @@ followed by `gap` unused frames, is set aside; the scored stream uses only the r
 validation stream is built from the set-aside frames the same way (one held-out segment per
 sequence), ordered with a seed derived from the run's seed, so it shares no frame with the
 scored stream.
+
+Pre-training pool (`meta_train`, for `pretrain`/`slda`-style learners): Omniglot background
+characters, classes disjoint from any video (Stream-51 pre-trains on ImageNet); `pretrain_pool=
+none` drops it. Per-video metrics: `VideoFrames.extra_metrics(learner)` gives
+`acc_sequence_macro` and `acc_sequence_majority` over the held-out frames (`sequence_metrics`).
 """
 
 from __future__ import annotations
