@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
 import math
 import resource
@@ -129,9 +130,11 @@ def split_overrides(overrides: dict[str, str], scen_cls: type, learn_cls: type,
 
 
 def build_scenario(scenario_id: str, seed: int, data_dir: Path | None,
-                   overrides: dict[str, str]) -> Scenario:
+                   overrides: dict[str, str], cache_dir: Path | None = None) -> Scenario:
     entry = get_scenario(scenario_id)
     cfg = apply_overrides(entry.config_class(), overrides, what=f"scenario {scenario_id}")
+    if "cache_dir" in inspect.signature(cfg.build).parameters:  # e.g. decoded-frame caches
+        return cfg.build(seed=seed, data_dir=data_dir, cache_dir=cache_dir)
     return cfg.build(seed=seed, data_dir=data_dir)
 
 
@@ -251,7 +254,9 @@ def select_lr(cfg: Any, prep: Prepared, scenario: Scenario, run: RunConfig, expl
             scores[lr] = -math.inf
         if progress is not None:
             progress("lr selection", k + 1, len(run.lr_grid), {"lr": lr})
-    best = max(scores, key=lambda lr: (scores[lr], -lr))
+    # Ties go to the larger rate: on class-by-class streams a rate too small to learn
+    # anything can tie with one that learns and forgets, and "learns nothing" is no choice.
+    best = max(scores, key=lambda lr: (scores[lr], lr))
     n_val = sum(e.n_train for e in scenario.val_experiences)
     return dataclasses.replace(cfg, lr=best), {
         "lr": best, "lr_selected_on": f"val({n_val} samples)",
@@ -322,7 +327,7 @@ def execute(run: RunConfig, progress: Progress | None = None,
     s_over, l_over = split_overrides(run.overrides, s_entry.config_class(),
                                      l_entry.config_class())
     if scenario is None:
-        scenario = build_scenario(run.scenario, run.seed, run.data_dir, s_over)
+        scenario = build_scenario(run.scenario, run.seed, run.data_dir, s_over, run.cache_dir)
     if scenario.spec.task not in l_entry.tasks:
         raise HarnessError(
             f"learner {run.learner!r} supports {', '.join(l_entry.tasks)} scenarios, but "
@@ -425,20 +430,34 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
+def scenario_variants(scenario_id: str, overrides: dict[str, str]) -> list[dict[str, str]]:
+    """The override sets to run: one per named variant of the scenario (its config's
+    `VARIANTS`, e.g. the video orderings) unless the user fixed a variant parameter."""
+    variants: dict[str, dict] = getattr(get_scenario(scenario_id).config_class(), "VARIANTS", {})
+    keys = {k for v in variants.values() for k in v}
+    if not variants or keys & {k.removeprefix("scenario.") for k in overrides}:
+        return [overrides]
+    return [{**overrides, **{k: str(v) for k, v in var.items()}} for var in variants.values()]
+
+
 def compare(base: RunConfig, learners: list[str], seeds: list[int],
             progress: Progress | None = None) -> list[RunResult]:
     """Every learner on the identical stream of every seed (the scenario is built once per
-    seed and handed to each learner)."""
+    seed and handed to each learner), for every variant of the scenario."""
     s_entry = get_scenario(base.scenario)
     entries = [get_learner(name) for name in learners]  # unknown names fail before any work
+    for entry in entries:  # bad --set keys fail before any work too
+        split_overrides(base.overrides, s_entry.config_class(), entry.config_class())
     results = []
-    for seed in seeds:
-        scenario = None
-        for name, entry in zip(learners, entries, strict=True):
-            run = dataclasses.replace(base, learner=name, seed=seed)
-            s_over, _ = split_overrides(run.overrides, s_entry.config_class(),
-                                        entry.config_class())
-            if scenario is None:
-                scenario = build_scenario(run.scenario, seed, run.data_dir, s_over)
-            results.append(execute(run, progress, scenario=scenario))
+    for overrides in scenario_variants(base.scenario, base.overrides):
+        for seed in seeds:
+            scenario = None
+            for name, entry in zip(learners, entries, strict=True):
+                run = dataclasses.replace(base, learner=name, seed=seed, overrides=overrides)
+                s_over, _ = split_overrides(run.overrides, s_entry.config_class(),
+                                            entry.config_class())
+                if scenario is None:
+                    scenario = build_scenario(run.scenario, seed, run.data_dir, s_over,
+                                              run.cache_dir)
+                results.append(execute(run, progress, scenario=scenario))
     return results

@@ -165,3 +165,13 @@ def test_learners_on_the_same_pretrained_backbone_share_one_checkpoint(tmp_path:
     assert len(list((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))) == 1
     cfg = json.loads(slda.csv_path.with_suffix(".json").read_text())
     assert cfg["meta_train"]["checkpoint_cached"] is True
+
+
+def test_compare_runs_every_named_variant_unless_one_is_fixed() -> None:
+    from harness.experiment import scenario_variants
+
+    runs = scenario_variants("video-frames", {"seed_x": "1"})
+    assert [r["ordering"] for r in runs] == ["iid", "instance", "class-instance"]
+    assert all(r["seed_x"] == "1" for r in runs)
+    assert scenario_variants("video-frames", {"ordering": "iid"}) == [{"ordering": "iid"}]
+    assert scenario_variants("synthetic-stream", {}) == [{}]
