@@ -36,7 +36,7 @@ from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, head, is_head, make_backbone
 from harness import checkpoint
-from harness.config import BuildContext, Progress, eval_field
+from harness.config import BuildContext, Progress, eval_field, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.meta import detach_params, sgd_update
 from harness.protocol import Budget, ScenarioSpec
@@ -66,7 +66,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "sinusoid": dict(meta_steps=70000),
         "vector": dict(meta_steps=1000),
-        "omniglot": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
+        "omniglot": dict(meta_steps=1500, test_steps=10, train_queries=1, bn="support"),
         "omniglot20": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
         "miniimagenet": dict(meta_steps=2000, bn="support"),
     },
@@ -156,6 +156,11 @@ class MAMLConfig:
         if self.test_steps is not None and self.test_steps < 0:
             raise ValueError(f"test_steps must be >= 0, got {self.test_steps}")
 
+    def checkpoint_key(self) -> list[str]:
+        """What a meta-trained checkpoint depends on: the learner, its training fields and the
+        recipe tables its None fields resolve from (editing a recipe retrains)."""
+        return [self.NAME, training_key(self), stable_hash(RECIPES)]
+
     def resolved(self, spec: ScenarioSpec) -> MAMLConfig:
         """A copy with every None filled from the recipe for this scenario kind."""
         kind = scenario_kind(spec)
@@ -165,6 +170,17 @@ class MAMLConfig:
 
     def build(self, ctx: BuildContext) -> MAMLLearner:
         return MAMLLearner(self.resolved(ctx.spec), ctx)
+
+
+NOT_TRAINING = ("checkpoint_every_s",)
+"""Config fields that do not change the meta-trained weights (kept out of checkpoint keys)."""
+
+
+def training_key(cfg: Any) -> str:
+    """Hash of a config's training fields (eval-only and bookkeeping fields left out)."""
+    return stable_hash({"cls": type(cfg).__name__, **{
+        f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+        if f.init and not f.metadata.get("eval") and f.name not in NOT_TRAINING}})
 
 
 # -- the functional core ----------------------------------------------------------------------

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import _key, resume, save_partial, scenario_kind
-from harness.config import BuildContext, Progress
+from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
+from harness.config import BuildContext, Progress, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget
 
@@ -83,6 +83,10 @@ class ProtoNetConfig:
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+
+    def checkpoint_key(self) -> list[str]:
+        """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
+        return ["protonet", training_key(self), stable_hash(RECIPES)]
 
     def build(self, ctx: BuildContext) -> ProtoNet:
         kind = scenario_kind(ctx.spec)

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import _key, resume, save_partial, scenario_kind
-from harness.config import BuildContext, Progress, eval_field
+from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
+from harness.config import BuildContext, Progress, eval_field, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
@@ -50,7 +50,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                        meta_batch=5, meta_steps=3000),
     },
     "quick": {
-        "omniglot": dict(meta_steps=3000, test_steps=50),
+        "omniglot": dict(meta_steps=1000, test_steps=50),
         "omniglot20": dict(meta_steps=6000),
         "miniimagenet": dict(meta_steps=3000),
         "sinusoid": dict(meta_steps=10000),
@@ -112,6 +112,10 @@ class ReptileConfig:
         values.setdefault("inner_opt", "adam")
         return dataclasses.replace(self, **{k: v for k, v in values.items()
                                             if getattr(self, k) is None})
+
+    def checkpoint_key(self) -> list[str]:
+        """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
+        return ["reptile", training_key(self), stable_hash(RECIPES)]
 
     def build(self, ctx: BuildContext) -> ReptileLearner:
         return ReptileLearner(self.resolved(ctx.spec), ctx)

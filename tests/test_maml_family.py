@@ -320,3 +320,16 @@ def test_resnet12_and_conv4_shapes_under_vmap() -> None:
     spec = ScenarioSpec(input_shape=(3, 84, 84), n_outputs=5, episodic=True)
     learner = MAMLConfig(backbone="resnet12", inner_steps=1).build(BuildContext(spec=spec))
     assert learner.net.feature_dim == 640
+
+
+def test_checkpoint_key_follows_training_fields_and_recipes(monkeypatch) -> None:
+    from baselines import maml
+
+    key = MAMLConfig().checkpoint_key()
+    assert MAMLConfig(checkpoint_every_s=5.0).checkpoint_key() == key
+    assert MAMLConfig(test_steps=3).checkpoint_key() == key, "eval-only fields are not keyed"
+    assert MAMLConfig(meta_lr=3e-3).checkpoint_key() != key
+    assert FOMAMLConfig().checkpoint_key() != key
+    changed = {**maml.RECIPES, "quick": {**maml.RECIPES["quick"], "omniglot": {}}}
+    monkeypatch.setattr(maml, "RECIPES", changed)
+    assert MAMLConfig().checkpoint_key() != key, "editing a recipe must retrain"
