@@ -105,7 +105,7 @@ class Conv4:
             return self.channels
         s = self.image_size
         for _ in range(4):
-            s //= 2
+            s = s // 2 if s >= 2 else s  # no pool once the map is one pixel (tiny inputs)
         return self.channels * s * s
 
     def init(self, g: torch.Generator) -> Params:
@@ -130,7 +130,7 @@ class Conv4:
             h = batch_norm(h, step_param(params, f"bn{i}.weight", step),
                            step_param(params, f"bn{i}.bias", step), n_ref)
             h = F.relu(h)
-            if self.pool == "max":
+            if self.pool == "max" and h.shape[-1] >= 2:
                 h = F.max_pool2d(h, 2)
         return h.flatten(1) if self.pool == "max" else h.mean(dim=(2, 3))
 

@@ -18,7 +18,8 @@ checked equal.
   - vmap: `MAMLLearner.meta_batch_loss` (the default): the whole meta-batch in one
     `torch.func.vmap` over a function whose inner gradient is `torch.func.grad`.
   - compile: the vmap function under `torch.compile` (reported as failed where the installed
-    torch cannot compile it).
+    torch cannot compile it, and flagged MISMATCH where its meta-gradient differs; with torch
+    2.15 on CPU it differs by ~10% of the largest entry, so it is not the default).
 
 Memory: each (order, inner steps) configuration runs in a fresh subprocess on random 28x28
 tasks (memory does not depend on pixel values) and makes one meta-step; printed is its peak
@@ -74,7 +75,7 @@ def loop_meta_grad(learner, xs, ys, xq, yq, second_order: bool = True) -> tuple[
 def vmap_meta_grad(learner, xs, ys, xq, yq, fn=None) -> tuple[float, dict]:
     loss, _ = (fn or learner.meta_batch_loss)(xs, ys, xq, yq, True)
     loss.backward()
-    return float(loss), {k: v.grad.clone() for k, v in learner.meta_params().items()}
+    return loss.item(), {k: v.grad.clone() for k, v in learner.meta_params().items()}
 
 
 def timing(args) -> None:
@@ -120,12 +121,15 @@ def timing(args) -> None:
             continue
         loss, grads = results[name]
         t = statistics.median(times[name])
-        # Relative to the largest gradient entry of each tensor (inductor reorders float ops).
-        diff = max(float((grads[k] - ref_grads[k]).abs().max()
-                         / ref_grads[k].abs().max().clamp(min=1e-12)) for k in ref_grads)
-        print(f"{name:32s} {t:13.3f} {ref_t / t:8.2f}x {loss:10.5f} {diff:12.2e}")
-        assert abs(loss - ref_loss) < 1e-3 * max(1.0, abs(ref_loss)), (name, loss, ref_loss)
-        assert diff < 1e-2, (name, diff)
+        # Relative to the largest meta-gradient entry (conv biases before batch norm have
+        # ~0 gradient, so a per-tensor ratio would be noise); inductor reorders float ops.
+        scale = max(float(g.abs().max()) for g in ref_grads.values())
+        diff = max(float((grads[k] - ref_grads[k]).abs().max()) for k in ref_grads) / scale
+        same = abs(loss - ref_loss) < 1e-4 * max(1.0, abs(ref_loss)) and diff < 1e-4
+        print(f"{name:32s} {t:13.3f} {ref_t / t:8.2f}x {loss:10.5f} {diff:12.2e}"
+              f"{'' if same else '  MISMATCH: not the same meta-gradient'}")
+        if name.startswith("vmap (default)"):
+            assert same, "vmap and the per-task loop must give the same meta-gradient"
 
 
 MEMORY_CHILD = """
