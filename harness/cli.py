@@ -73,7 +73,12 @@ def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
     from harness.errors import HarnessError
 
     result: dict[str, str] = {}
+    expanded: list[str] = []
     for pair in pairs or []:
+        parts = pair.split(",")
+        # `--set ways=5,shots=1` sets two keys; `--set lr_grid=1e-3,1e-2` is one list value.
+        expanded.extend(parts if len(parts) > 1 and all("=" in p for p in parts) else [pair])
+    for pair in expanded:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise HarnessError(f"--set {pair!r}: write KEY=VALUE, e.g. --set n_classes=600")

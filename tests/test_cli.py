@@ -108,3 +108,10 @@ def test_corrupt_or_missing_data_file_exits_2_naming_the_file(tmp_path: Path) ->
                   "--data-dir", str(tmp_path), "--out", str(tmp_path / "res"), "--quiet")
     assert res.exit_code == 2 and "images_evaluation.npz" in res.output
     assert not (tmp_path / "res").exists()
+
+
+def test_set_accepts_several_pairs_separated_by_commas() -> None:
+    from harness.cli import _parse_sets
+
+    assert _parse_sets(["ways=5,shots=1"]) == {"ways": "5", "shots": "1"}
+    assert _parse_sets(["lr_grid=1e-3,1e-2"]) == {"lr_grid": "1e-3,1e-2"}
