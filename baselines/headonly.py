@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import checkpoint
-from harness.config import BuildContext, Progress, eval_field, train_config_hash
+from harness.config import BuildContext, Progress, eval_field, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.fast_eval import FEATURES, head_sgd_sweep, weights_digest
 from harness.protocol import Budget, Experience, ScenarioSpec
@@ -86,7 +86,14 @@ class HeadOnlyConfig:
         """What a (meta-/pre-)trained checkpoint depends on: the network family and every
         training field. The eval-only fields (lr, the i.i.d. oracle) are left out, so e.g.
         `anml` and `anml-iid` share one meta-trained checkpoint."""
-        return {"kind": f"{self.KIND}-{self.init}", "train": train_config_hash(self)}
+        return {"kind": f"{self.KIND}-{self.init}", "train": self.training_hash()}
+
+    def training_hash(self) -> str:
+        """Hash of the fields that shape training: eval-only fields and how often progress is
+        checkpointed (`checkpoint_every_s`) are left out."""
+        values = {f.name: str(getattr(self, f.name)) for f in fields(self)
+                  if f.init and not f.metadata.get("eval") and f.name != "checkpoint_every_s"}
+        return stable_hash({"cls": type(self).__name__, **values})
 
     def _check_common(self) -> None:
         if self.init not in ("meta", "random", "pretrain"):
@@ -158,7 +165,7 @@ class MetaTrainable(nn.Module):
                     step_fn: Callable[[Any, torch.Generator], Tensor], budget: Budget,
                     progress: Progress | None, phase: str) -> None:
         cfg = self.cfg
-        key = train_config_hash(cfg)
+        key = cfg.training_hash()
         gen = torch.Generator().manual_seed(derive_seed(cfg.meta_seed, cfg.init))
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         step, elapsed_before = 0, 0.0

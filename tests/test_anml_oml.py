@@ -217,3 +217,9 @@ def test_eval_only_variants_share_the_meta_trained_checkpoint() -> None:
     assert key("anml") == key("anml-iid")
     assert key("anml") != key("anml-pretrain") != key("anml-untrained")
     assert key("oml-2019")["kind"] == "oml-2019-meta" and key("oml")["kind"] == "oml-2020-meta"
+
+
+def test_checkpoint_key_ignores_how_often_progress_is_saved() -> None:
+    a = ANMLConfig(checkpoint_every_s=10.0).checkpoint_key()
+    assert a == ANMLConfig(checkpoint_every_s=600.0).checkpoint_key()
+    assert a != ANMLConfig(meta_steps=10).checkpoint_key()
