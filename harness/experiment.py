@@ -446,14 +446,29 @@ def compare(base: RunConfig, learners: list[str], seeds: list[int],
     seed and handed to each learner), for every variant of the scenario."""
     s_entry = get_scenario(base.scenario)
     entries = [get_learner(name) for name in learners]  # unknown names fail before any work
-    for entry in entries:  # bad --set keys fail before any work too
-        split_overrides(base.overrides, s_entry.config_class(), entry.config_class())
+    s_fields = field_names(s_entry.config_class())
+    l_fields = [field_names(e.config_class()) for e in entries]
+    known = s_fields.union(*l_fields)
+    # A key that some learner has goes only to the learners that have it (e.g. meta_steps for
+    # the meta-learner, not its reference baselines); a key nobody has is an error.
+    split_overrides({k: v for k, v in base.overrides.items()
+                     if k.split(".", 1)[-1] not in known}, s_entry.config_class(),
+                    entries[0].config_class())
+    presets = [getattr(e.config_class(), "PRESETS", {}) for e in entries]
+    if presets and presets[0] and base.preset not in presets[0]:
+        make_config(entries[0], base.preset, {})  # the named learner's preset must exist
     results = []
     for overrides in scenario_variants(base.scenario, base.overrides):
         for seed in seeds:
             scenario = None
-            for name, entry in zip(learners, entries, strict=True):
-                run = dataclasses.replace(base, learner=name, seed=seed, overrides=overrides)
+            for name, entry, fields_, pres in zip(learners, entries, l_fields, presets,
+                                                   strict=True):
+                mine = {k: v for k, v in overrides.items()
+                        if k.split(".", 1)[-1] in s_fields | fields_}
+                # Reference baselines without the preset (e.g. paper) run at their default.
+                preset = base.preset if not pres or base.preset in pres else "quick"
+                run = dataclasses.replace(base, learner=name, seed=seed, overrides=mine,
+                                          preset=preset)
                 s_over, _ = split_overrides(run.overrides, s_entry.config_class(),
                                             entry.config_class())
                 if scenario is None:

@@ -175,3 +175,16 @@ def test_compare_runs_every_named_variant_unless_one_is_fixed() -> None:
     assert all(r["seed_x"] == "1" for r in runs)
     assert scenario_variants("video-frames", {"ordering": "iid"}) == [{"ordering": "iid"}]
     assert scenario_variants("synthetic-stream", {}) == [{}]
+
+
+def test_compare_routes_learner_keys_and_presets_to_the_learners_that_have_them(
+        tmp_path: Path) -> None:
+    base = _cfg(tmp_path, "finetune", lr_grid=(1e-2,),
+                overrides={**SMALL, "buffer_size": "50"}, preset="conv4")
+    results = compare(base, ["replay", "ncm"], [0])
+    assert [r.status for r in results] == ["ok", "ok"]
+    cfgs = [json.loads(r.csv_path.with_suffix(".json").read_text()) for r in results]
+    assert cfgs[0]["learner_config"]["buffer_size"] == 50
+    assert "buffer_size" not in cfgs[1]["learner_config"]
+    with pytest.raises(HarnessError, match="neither"):
+        compare(_cfg(tmp_path, "finetune", overrides={"nonsense": "1"}), ["replay"], [0])
