@@ -7,7 +7,6 @@ scenario's ScenarioSpec and must implement `predict(x)` and `observe(x, y)`.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import sys
@@ -72,7 +71,7 @@ def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
     spec = scenario.spec
     exps = list(scenario.experiences)[:2]
     x, y = next(iter(exps[0]))
-    x4 = torch.cat([exps[0].x[:4]])
+    x4 = exps[0].x[:4]
     y4 = exps[0].y[:4]
     results = []
 
@@ -223,6 +222,3 @@ def scenario_checks(scenario: Scenario, rebuild: Callable[[], Scenario]) -> list
                                           ("validation disjoint", val_disjoint),
                                           ("meta-train", meta_train)]]
 
-
-def replace_spec(spec: ScenarioSpec, **changes: Any) -> ScenarioSpec:
-    return dataclasses.replace(spec, **changes)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -479,33 +479,3 @@ def scenario_summary(scenario: FewShotScenario) -> dict[str, Any]:
     """Counts for provenance: episodes per set, ways/shots/queries."""
     return {name: len(eps) for name, eps in scenario.episode_sets.items()}
 
-
-def episode_grid(make_learner: Callable[[int | None], Any], scenario: FewShotScenario,
-                 device: str = "cpu", progress: Any = None,
-                 ) -> dict[str, tuple[float, float, int]]:
-    """Score a learner on every episode set (x every inner-step count, for regression).
-
-    Args:
-        make_learner: `make_learner(test_steps)` returns a fresh learner in its post-meta-
-            training state that adapts with `test_steps` inner steps (None: its default).
-        scenario: a built few-shot scenario.
-
-    Returns:
-        metric -> (mean, 95% CI half-width 1.96 sd/sqrt(n), n episodes). Regression:
-        `mse_{K}shot_{S}step` for every set K and every S in `scenario.test_steps_grid`
-        (Finn et al. 2017's table); classification: `episode_acc_{K}shot` per set.
-    """
-    from harness.metrics import mean_ci95_normal
-    from harness.runner import run_episodes
-
-    regression = scenario.spec.task == "regression"
-    grid: tuple[int | None, ...] = scenario.test_steps_grid if regression else (None,)
-    out: dict[str, tuple[float, float, int]] = {}
-    for name, episodes in sorted(scenario.episode_sets.items(),
-                                 key=lambda kv: int(kv[0].removesuffix("shot"))):
-        for steps in grid:
-            rec = run_episodes(make_learner(steps), episodes, scenario.spec, device=device,
-                               progress=progress)
-            key = f"mse_{name}_{steps}step" if regression else f"episode_acc_{name}"
-            out[key] = mean_ci95_normal(rec.scores)
-    return out
