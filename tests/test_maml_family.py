@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.fewshot_nets import Conv4, is_head
+from baselines.fewshot_nets import Conv4, batch_norm, is_head
 from baselines.maml import (
     ANILConfig,
     BOILConfig,
@@ -333,3 +333,20 @@ def test_checkpoint_key_follows_training_fields_and_recipes(monkeypatch) -> None
     changed = {**maml.RECIPES, "quick": {**maml.RECIPES["quick"], "omniglot": {}}}
     monkeypatch.setattr(maml, "RECIPES", changed)
     assert MAMLConfig().checkpoint_key() != key, "editing a recipe must retrain"
+
+
+def test_batch_norm_matches_torch_and_uses_only_the_reference_rows():
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 3, 4, 4, generator=g, dtype=torch.float64) * 3 + 1
+    w, b = torch.rand(3, dtype=torch.float64) + 0.5, torch.randn(3, dtype=torch.float64)
+    ref = F.batch_norm(h, None, None, w, b, training=True, eps=1e-5)
+    assert torch.allclose(batch_norm(h, w, b), ref, atol=1e-10)
+    # n_ref=4: statistics of the first 4 rows only, applied to all 7; rows 4..6 do not matter.
+    out = batch_norm(h, w, b, n_ref=4)
+    mean = h[:4].mean(dim=(0, 2, 3), keepdim=True)
+    var = ((h[:4] - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    by_hand = (h - mean) / torch.sqrt(var + 1e-5) * w.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
+    assert torch.allclose(out, by_hand, atol=1e-10)
+    h2 = h.clone()
+    h2[4:] += 100
+    assert torch.allclose(batch_norm(h2, w, b, n_ref=4)[:4], out[:4], atol=1e-10)
