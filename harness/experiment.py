@@ -234,6 +234,23 @@ def _stream_score(rec: StreamRecord) -> float:
     return v if rec.task == "classification" else -v
 
 
+def _sweep_scores(prep: Prepared, cfg: Any, val_spec: ScenarioSpec, scenario: Scenario,
+                  run: RunConfig) -> dict[float, float] | None:
+    """Validation scores of the whole lr grid in one vectorized pass, for learners that offer
+    `lr_sweep(experiences, spec, lrs)` (the same records as the runner's loop, D8); None when
+    the learner has none or declines (HarnessError), so the caller runs the loop."""
+    learner = _instantiate(prep, cfg, val_spec, run, None)
+    sweep = getattr(learner, "lr_sweep", None)
+    if sweep is None:
+        return None
+    try:
+        recs = sweep(scenario.val_experiences, val_spec, list(run.lr_grid))
+    except HarnessError:
+        return None
+    scores = {lr: _stream_score(rec) for lr, rec in zip(run.lr_grid, recs, strict=True)}
+    return {lr: (v if math.isfinite(v) else -math.inf) for lr, v in scores.items()}
+
+
 def select_lr(cfg: Any, prep: Prepared, scenario: Scenario, run: RunConfig, explicit: set[str],
               progress: Progress | None) -> tuple[Any, dict[str, Any]]:
     """Pick `lr` on the validation streams from the shared grid; record how it was chosen."""
@@ -243,17 +260,18 @@ def select_lr(cfg: Any, prep: Prepared, scenario: Scenario, run: RunConfig, expl
         why = "fixed" if "lr" in explicit or not run.tune_lr else "default (no validation split)"
         return cfg, {"lr": cfg.lr, "lr_selected_on": why}
     val_spec = getattr(scenario, "val_spec", None) or scenario.spec
-    scores: dict[float, float] = {}
-    for k, lr in enumerate(run.lr_grid):
-        candidate = dataclasses.replace(cfg, lr=lr)
-        learner = _instantiate(prep, candidate, val_spec, run, None)
-        try:
-            rec = run_stream(learner, scenario.val_experiences, val_spec, device=run.device)
-            scores[lr] = _stream_score(rec)
-        except DivergedError:
-            scores[lr] = -math.inf
-        if progress is not None:
-            progress("lr selection", k + 1, len(run.lr_grid), {"lr": lr})
+    scores = _sweep_scores(prep, cfg, val_spec, scenario, run)
+    if scores is None:
+        scores = {}
+        for k, lr in enumerate(run.lr_grid):
+            learner = _instantiate(prep, dataclasses.replace(cfg, lr=lr), val_spec, run, None)
+            try:
+                rec = run_stream(learner, scenario.val_experiences, val_spec, device=run.device)
+                scores[lr] = _stream_score(rec)
+            except DivergedError:
+                scores[lr] = -math.inf
+            if progress is not None:
+                progress("lr selection", k + 1, len(run.lr_grid), {"lr": lr})
     # Ties go to the larger rate: on class-by-class streams a rate too small to learn
     # anything can tie with one that learns and forgets, and "learns nothing" is no choice.
     best = max(scores, key=lambda lr: (scores[lr], lr))

@@ -131,7 +131,8 @@ def head_sgd_sweep(
         lrs: candidate learning rates.
 
     Returns:
-        One StreamRecord per lr, in the order of `lrs`.
+        One StreamRecord per lr, in the order of `lrs`. An lr whose head went non-finite (the
+        runner's loop would raise DivergedError) gets NaN in its R, R_train and accuracies.
     """
     if spec.task != "classification":
         raise ValueError("head_sgd_sweep is for classification streams")
@@ -172,11 +173,14 @@ def head_sgd_sweep(
         R_train = torch.stack([acc(W, b, f, y).mean(dim=1) for f, y in zip(f_train, y_train,
                                                                            strict=True)], dim=1)
         final = acc(W, b, ft_all, yt_all).cpu()
+        finite = (torch.isfinite(W).flatten(1).all(1) & torch.isfinite(b).all(1)).cpu()
     prequential = torch.cat(preq, dim=1).numpy() if preq else np.zeros((L, 0))
     counts = torch.bincount(yt_all.cpu(), minlength=C).float()
     wall = (time.perf_counter() - t0) / max(L, 1)
     records = []
     for k in range(L):
+        if not finite[k]:
+            R[k], R_train[k], final[k] = float("nan"), float("nan"), float("nan")
         correct = torch.bincount(yt_all.cpu(), weights=final[k], minlength=C)
         per_class = torch.where(counts > 0, correct / counts.clamp(min=1), torch.nan).numpy()
         records.append(StreamRecord(

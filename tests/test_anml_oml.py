@@ -223,3 +223,27 @@ def test_checkpoint_key_ignores_how_often_progress_is_saved() -> None:
     a = ANMLConfig(checkpoint_every_s=10.0).checkpoint_key()
     assert a == ANMLConfig(checkpoint_every_s=600.0).checkpoint_key()
     assert a != ANMLConfig(meta_steps=10).checkpoint_key()
+
+
+def test_lr_selection_uses_the_sweep_and_scores_like_the_loop(tmp_path: Path, monkeypatch) -> None:
+    from baselines.headonly import HeadOnlyLearner
+
+    grid = (1e-3, 3e-2, 1e38)  # 1e38 blows the head up: non-finite, like DivergedError in the loop
+    overrides = {"nm_channels": "4", "pred_channels": "6", "init": "random"}
+
+    def scores() -> dict:
+        run = RunConfig(scenario="synthetic-stream", learner="anml", out_dir=tmp_path / "o",
+                        cache_dir=tmp_path / "c", lr_grid=grid, overrides=overrides)
+        return json.loads(execute(run).csv_path.with_suffix(".json").read_text())[
+            "lr_selection"]["lr_scores"]
+
+    calls: list[int] = []
+    real = HeadOnlyLearner.lr_sweep
+    monkeypatch.setattr(HeadOnlyLearner, "lr_sweep",
+                        lambda self, *a: calls.append(1) or real(self, *a))
+    fast = scores()
+    assert calls == [1]  # one vectorized pass for the whole grid
+    monkeypatch.delattr(HeadOnlyLearner, "lr_sweep")
+    slow = scores()
+    assert fast == slow
+    assert fast[str(1e38)] == float("-inf") and fast[str(1e-3)] > float("-inf")
