@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
-from harness.config import BuildContext
+from harness.config import BuildContext, check_choice, check_range
 from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
 from harness.protocol import ScenarioSpec
@@ -133,16 +133,11 @@ class ANMLConfig(HeadOnlyConfig):
 
     def __post_init__(self) -> None:
         self._check_common()
-        for name in ("nm_channels", "pred_channels", "n_meta_outputs", "meta_steps",
-                     "inner_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.order not in ("first", "second"):
-            raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
-        if not (self.meta_lr > 0 and self.inner_lr > 0):
-            raise ValueError("meta_lr and inner_lr must be > 0")
-        if self.remember < 0:
-            raise ValueError(f"remember must be >= 0, got {self.remember}")
+        check_range(self, "nm_channels", "pred_channels", "n_meta_outputs", "meta_steps",
+                    "inner_steps", ge=1)
+        check_choice(self, "order", ("first", "second"))
+        check_range(self, "meta_lr", "inner_lr", gt=0)
+        check_range(self, "remember", ge=0)
 
     def build(self, ctx: BuildContext) -> ANMLLearner:
         return ANMLLearner(self, ctx)

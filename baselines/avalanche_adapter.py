@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from baselines.backbone import BackboneConfig, FeatureLearner
 from baselines.nets import eval_mode
-from harness.config import BuildContext, eval_field
+from harness.config import BuildContext, check_choice, check_range, eval_field
 from harness.errors import DivergedError, HarnessError
 
 STRATEGIES: tuple[str, ...] = ("Naive", "Replay", "EWC", "LwF", "AGEM", "GDumb")
@@ -73,19 +73,13 @@ class AvalancheConfig(BackboneConfig):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown Avalanche strategy {self.strategy!r}; the adapter "
                              f"supports {', '.join(STRATEGIES)} (e.g. avalanche:EWC)")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("train_epochs", "mem_size", "agem_patterns_per_exp", "agem_sample_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.ewc_lambda < 0 or self.lwf_alpha < 0:
-            raise ValueError("ewc_lambda and lwf_alpha must be >= 0")
-        if not self.lwf_temperature > 0:
-            raise ValueError(f"lwf_temperature must be > 0, got {self.lwf_temperature}")
-        if self.ewc_mode not in ("online", "separate"):
-            raise ValueError(f"ewc_mode must be 'online' or 'separate', got {self.ewc_mode!r}")
-        if not 0 < self.ewc_decay <= 1:
-            raise ValueError(f"ewc_decay must be in (0, 1], got {self.ewc_decay}")
+        check_range(self, "lr", gt=0)
+        check_range(self, "train_epochs", "mem_size", "agem_patterns_per_exp",
+                    "agem_sample_size", ge=1)
+        check_range(self, "ewc_lambda", "lwf_alpha", ge=0)
+        check_range(self, "lwf_temperature", gt=0)
+        check_choice(self, "ewc_mode", ("online", "separate"))
+        check_range(self, "ewc_decay", gt=0, le=1)
 
     def build(self, ctx: BuildContext) -> AvalancheLearner:
         if ctx.spec.task != "classification":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.nets import eval_mode, make_backbone, seeded
-from harness.config import BuildContext, Progress
+from harness.config import BuildContext, Progress, check_range
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, LabeledPool, ScenarioSpec
 
@@ -53,16 +53,10 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         if not self.backbone:
             raise ValueError("backbone must be 'auto' or a name in baselines.nets.BACKBONES")
-        if self.width < 1:
-            raise ValueError(f"width must be >= 1, got {self.width}")
-        if self.pretrain_epochs < 1:
-            raise ValueError(f"pretrain_epochs must be >= 1, got {self.pretrain_epochs}")
-        if not self.pretrain_lr > 0:
-            raise ValueError(f"pretrain_lr must be > 0, got {self.pretrain_lr}")
-        if self.pretrain_batch < 1:
-            raise ValueError(f"pretrain_batch must be >= 1, got {self.pretrain_batch}")
-        if self.meta_seed < 0:
-            raise ValueError(f"meta_seed must be >= 0, got {self.meta_seed}")
+        check_range(self, "width", "pretrain_epochs", ge=1)
+        check_range(self, "pretrain_lr", gt=0)
+        check_range(self, "pretrain_batch", ge=1)
+        check_range(self, "meta_seed", ge=0)
 
     def checkpoint_key(self) -> dict[str, Any]:
         """What a pre-trained checkpoint depends on: the backbone and its pre-training only, not

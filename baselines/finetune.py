@@ -9,15 +9,22 @@ the features are pre-trained on the meta-train classes and only the head learns 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from baselines.backbone import BackboneConfig, FeatureLearner
-from harness.config import BuildContext, eval_field
+from harness.config import BuildContext, check_choice, check_range, eval_field
 from harness.errors import DivergedError
+
+
+def check_optimizer_fields(cfg: Any) -> None:
+    """The checks of the fields FinetuneConfig and IIDOfflineConfig share."""
+    check_range(cfg, "lr", gt=0)
+    check_choice(cfg, "optimizer", ("sgd", "adam"))
+    check_choice(cfg, "train", ("all", "head"))
 
 
 @dataclass
@@ -37,14 +44,8 @@ class FinetuneConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.train not in ("all", "head"):
-            raise ValueError(f"train must be 'all' or 'head', got {self.train!r}")
-        if self.steps_per_batch < 1:
-            raise ValueError(f"steps_per_batch must be >= 1, got {self.steps_per_batch}")
+        check_optimizer_fields(self)
+        check_range(self, "steps_per_batch", ge=1)
 
     def build(self, ctx: BuildContext) -> FinetuneLearner:
         return FinetuneLearner(self, ctx)

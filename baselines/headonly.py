@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import checkpoint
-from harness.config import BuildContext, Progress, eval_field, stable_hash
+from harness.config import (
+    BuildContext,
+    Progress,
+    check_choice,
+    check_range,
+    eval_field,
+    stable_hash,
+)
 from harness.errors import DivergedError, HarnessError
 from harness.fast_eval import FEATURES, head_sgd_sweep, weights_digest
 from harness.protocol import Budget, Experience, ScenarioSpec
@@ -96,19 +103,11 @@ class HeadOnlyConfig:
         return stable_hash({"cls": type(self).__name__, **values})
 
     def _check_common(self) -> None:
-        if self.init not in ("meta", "random", "pretrain"):
-            raise ValueError(f"init must be meta, random or pretrain, got {self.init!r}")
-        for name in ("meta_seed",):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("pretrain_steps", "pretrain_batch", "iid_epochs", "iid_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pretrain_lr", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_meta_seconds < 0 or self.checkpoint_every_s < 0:
-            raise ValueError("max_meta_seconds and checkpoint_every_s must be >= 0")
+        check_choice(self, "init", ("meta", "random", "pretrain"))
+        check_range(self, "meta_seed", ge=0)
+        check_range(self, "pretrain_steps", "pretrain_batch", "iid_epochs", "iid_batch", ge=1)
+        check_range(self, "pretrain_lr", "lr", gt=0)
+        check_range(self, "max_meta_seconds", "checkpoint_every_s", ge=0)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], Any]:

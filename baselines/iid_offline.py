@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from baselines.backbone import BackboneConfig, derive_seed
-from baselines.finetune import FinetuneLearner
-from harness.config import BuildContext, eval_field
+from baselines.finetune import FinetuneLearner, check_optimizer_fields
+from harness.config import BuildContext, check_range, eval_field
 
 
 @dataclass
@@ -43,16 +43,8 @@ class IIDOfflineConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.train not in ("all", "head"):
-            raise ValueError(f"train must be 'all' or 'head', got {self.train!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_optimizer_fields(self)
+        check_range(self, "epochs", "batch_size", ge=1)
 
     def build(self, ctx: BuildContext) -> IIDOfflineLearner:
         return IIDOfflineLearner(self, ctx)  # type: ignore[arg-type]

@@ -36,7 +36,14 @@ from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, head, is_head, make_backbone
 from harness import checkpoint
-from harness.config import BuildContext, Progress, eval_field, stable_hash
+from harness.config import (
+    BuildContext,
+    Progress,
+    check_choice,
+    check_range,
+    eval_field,
+    stable_hash,
+)
 from harness.errors import DivergedError, HarnessError
 from harness.meta import detach_params, sgd_update
 from harness.protocol import Budget, ScenarioSpec
@@ -143,18 +150,10 @@ class MAMLConfig:
     NAME: ClassVar[str] = "maml"
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        for name in ("inner_lr", "meta_lr"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"{name} must be > 0, got {v}")
-        for name in ("inner_steps", "meta_batch", "meta_steps"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
-        if self.test_steps is not None and self.test_steps < 0:
-            raise ValueError(f"test_steps must be >= 0, got {self.test_steps}")
+        check_choice(self, "recipe", RECIPES)
+        check_range(self, "inner_lr", "meta_lr", gt=0)  # None: the recipe's value
+        check_range(self, "inner_steps", "meta_batch", "meta_steps", ge=1)
+        check_range(self, "test_steps", ge=0)
 
     def checkpoint_key(self) -> list[str]:
         """What a meta-trained checkpoint depends on: the learner, its training fields and the

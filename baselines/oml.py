@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from baselines.anml import image_input
 from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
-from harness.config import BuildContext
+from harness.config import BuildContext, check_choice, check_range
 from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
 from harness.protocol import ScenarioSpec
@@ -120,18 +120,11 @@ class OMLConfig(HeadOnlyConfig):
 
     def __post_init__(self) -> None:
         self._check_common()
-        if self.variant not in ("2019", "2020"):
-            raise ValueError(f"variant must be '2019' or '2020', got {self.variant!r}")
-        if self.order not in ("first", "second", "auto"):
-            raise ValueError(f"order must be first, second or auto, got {self.order!r}")
-        for name in ("channels", "hidden", "n_meta_outputs", "meta_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("classes_per_task", "steps_per_class", "remember"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.meta_lr > 0 and self.inner_lr > 0):
-            raise ValueError("meta_lr and inner_lr must be > 0")
+        check_choice(self, "variant", ("2019", "2020"))
+        check_choice(self, "order", ("first", "second", "auto"))
+        check_range(self, "channels", "hidden", "n_meta_outputs", "meta_steps", ge=1)
+        check_range(self, "classes_per_task", "steps_per_class", "remember", ge=0)
+        check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLLearner:
         return OMLLearner(self, ctx)

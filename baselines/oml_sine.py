@@ -78,14 +78,13 @@ class OMLSineConfig(HeadOnlyConfig):
     }
 
     def __post_init__(self) -> None:
+        from harness.config import check_choice, check_range
+
         self._check_common()
-        for name in ("width", "rep", "meta_steps", "steps_per_function", "query_per_function"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.order not in ("first", "second"):
-            raise ValueError(f"order must be 'first' or 'second', got {self.order!r}")
-        if not (self.meta_lr > 0 and self.inner_lr > 0):
-            raise ValueError("meta_lr and inner_lr must be > 0")
+        check_range(self, "width", "rep", "meta_steps", "steps_per_function",
+                    "query_per_function", ge=1)
+        check_choice(self, "order", ("first", "second"))
+        check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLSineLearner:
         return OMLSineLearner(self, ctx)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
 from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
-from harness.config import BuildContext, Progress, stable_hash
+from harness.config import BuildContext, Progress, check_choice, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget
 
@@ -81,8 +81,7 @@ class ProtoNetConfig:
         "quick": {"recipe": "quick"}, "paper": {"recipe": "paper"}}
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        check_choice(self, "recipe", RECIPES)
 
     def checkpoint_key(self) -> list[str]:
         """The learner, its training fields and the recipe tables (see baselines/maml.py)."""

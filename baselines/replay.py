@@ -15,7 +15,7 @@ from torch import Tensor
 
 from baselines.backbone import derive_seed
 from baselines.finetune import FinetuneConfig, FinetuneLearner
-from harness.config import BuildContext, eval_field
+from harness.config import BuildContext, check_range, eval_field
 
 
 class ReservoirBuffer:
@@ -73,10 +73,8 @@ class ReplayConfig(FinetuneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {self.buffer_size}")
-        if self.replay_batch < 0:
-            raise ValueError(f"replay_batch must be >= 0, got {self.replay_batch}")
+        check_range(self, "buffer_size", ge=1)
+        check_range(self, "replay_batch", ge=0)
 
     def build(self, ctx: BuildContext) -> ReplayLearner:
         return ReplayLearner(self, ctx)

@@ -27,7 +27,7 @@ from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, make_backbone
 from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
-from harness.config import BuildContext, Progress, eval_field, stable_hash
+from harness.config import BuildContext, Progress, check_choice, eval_field, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
@@ -103,8 +103,7 @@ class ReptileConfig:
     NAME: ClassVar[str] = "reptile"
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        check_choice(self, "recipe", RECIPES)
 
     def resolved(self, spec: ScenarioSpec) -> ReptileConfig:
         kind = scenario_kind(spec)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from baselines.backbone import UNSEEN_LOGIT, BackboneConfig, FeatureLearner
-from harness.config import BuildContext, eval_field
+from harness.config import BuildContext, check_range, eval_field
 from harness.errors import HarnessError
 
 
@@ -41,8 +41,7 @@ class SLDAConfig(BackboneConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.shrinkage <= 1.0:
-            raise ValueError(f"shrinkage must be in [0, 1], got {self.shrinkage}")
+        check_range(self, "shrinkage", ge=0, le=1)
 
     def build(self, ctx: BuildContext) -> SLDALearner:
         return SLDALearner(self, ctx)

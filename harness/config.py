@@ -1,4 +1,5 @@
-"""Typed dataclass configs: applying overrides, hashing, and the learner build context."""
+"""Typed dataclass configs: applying overrides, validating, hashing, and the learner build
+context."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import hashlib
 import json
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,49 @@ def apply_overrides(cls: type, values: dict[str, Any], what: str) -> Any:
     except (ValueError, TypeError) as e:
         raise HarnessError(f"{what}: {e}") from None
     return cfg
+
+
+def _value(obj: Any, name: str) -> Any:
+    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+
+def check_range(obj: Any, *names: str, ge: float | None = None, gt: float | None = None,
+                le: float | None = None, lt: float | None = None) -> None:
+    """Raise ValueError unless every named value of `obj` lies within the bounds.
+
+    `obj` is a config (values by attribute) or a mapping (values by key). Bounds: `ge` (>=)
+    or `gt` (>) below, `le` (<=) or `lt` (<) above. A value of None (an optional field left
+    unset) is not checked; NaN never passes. The message names the field, the allowed range
+    and the value given: "width must be >= 1, got 0", "ewc_decay must be in (0, 1], got 2.0".
+    """
+    lo = ge if ge is not None else gt
+    hi = le if le is not None else lt
+    if lo is not None and hi is not None:
+        allowed = f"in {'[' if ge is not None else '('}{lo}, {hi}{']' if le is not None else ')'}"
+    elif lo is not None:
+        allowed = f"{'>=' if ge is not None else '>'} {lo}"
+    elif hi is not None:
+        allowed = f"{'<=' if le is not None else '<'} {hi}"
+    else:
+        raise TypeError("check_range needs a bound (ge, gt, le or lt)")
+    for name in names:
+        v = _value(obj, name)
+        if v is None:
+            continue
+        if not ((ge is None or v >= ge) and (gt is None or v > gt)
+                and (le is None or v <= le) and (lt is None or v < lt)):
+            raise ValueError(f"{name} must be {allowed}, got {v!r}")
+
+
+def check_choice(obj: Any, name: str, choices: Iterable[Any]) -> None:
+    """Raise ValueError unless the value `name` of `obj` (a config or a mapping) is one of
+    `choices`, listing them: "order must be 'first' or 'second', got 'third'"."""
+    options = list(choices)
+    v = _value(obj, name)
+    if v not in options:
+        listed = [repr(c) for c in options]
+        allowed = listed[-1] if len(listed) == 1 else f"{', '.join(listed[:-1])} or {listed[-1]}"
+        raise ValueError(f"{name} must be {allowed}, got {v!r}")
 
 
 def field_names(cls: type) -> set[str]:

@@ -66,10 +66,3 @@ def class_range_name(classes: range | tuple[int, ...]) -> str:
     c = list(classes)
     return f"class {c[0]}" if len(c) == 1 else f"classes {c[0]}-{c[-1]}"
 
-
-def check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
-    """Raise ValueError unless lo <= value (<= hi), naming the allowed range."""
-    if value < lo or (hi is not None and value > hi):
-        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-

@@ -38,9 +38,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from harness.config import to_dict
+from harness.config import check_range, to_dict
 from harness.protocol import Experience, ScenarioSpec, tensor_digest
-from scenarios.base import BuiltScenario, check_range, derive_seed, generator
+from scenarios.base import BuiltScenario, derive_seed, generator
 
 # -- classification episodes --------------------------------------------------------------------
 
@@ -196,13 +196,18 @@ class FewShotScenario(BuiltScenario):
         return f"{self.id}-v{self.version}-{h.hexdigest()[:16]}"
 
 
-def _check_episode_shape(ways: int, shots: int, queries: int, per_class: int, what: str) -> None:
-    check_range("ways", ways, 2)
-    check_range("shots", shots, 1)
-    check_range("queries", queries, 1)
-    if shots + queries > per_class:
-        raise ValueError(f"shots + queries must be <= {per_class} ({what} has {per_class} "
-                         f"samples per class), got {shots} + {queries}")
+def _check_image_episodes(cfg: Any, max_ways: int, per_class: int, max_size: int,
+                          what: str) -> None:
+    """The checks shared by the image few-shot configs (`what` has `per_class` images of
+    each class, so shots + queries may not exceed it)."""
+    check_range(cfg, "ways", ge=2, le=max_ways)
+    check_range(cfg, "shots", "queries", "train_queries", "test_episodes", ge=1)
+    check_range(cfg, "val_episodes", ge=0)
+    check_range(cfg, "image_size", ge=8, le=max_size)
+    for queries in (cfg.queries, cfg.train_queries):
+        if cfg.shots + queries > per_class:
+            raise ValueError(f"shots + queries must be <= {per_class} ({what} has {per_class} "
+                             f"samples per class), got {cfg.shots} + {queries}")
 
 
 # -- Omniglot -------------------------------------------------------------------------------------
@@ -235,12 +240,7 @@ class OmniglotFewShotConfig:
     """Small parameters for conformance checks."""
 
     def __post_init__(self) -> None:
-        _check_episode_shape(self.ways, self.shots, self.queries, 20, "Omniglot")
-        _check_episode_shape(self.ways, self.shots, self.train_queries, 20, "Omniglot")
-        check_range("ways", self.ways, 2, 59)
-        check_range("test_episodes", self.test_episodes, 1)
-        check_range("val_episodes", self.val_episodes, 0)
-        check_range("image_size", self.image_size, 8, 105)
+        _check_image_episodes(self, max_ways=59, per_class=20, max_size=105, what="Omniglot")
 
     def build(self, seed: int, data_dir: Path | None = None) -> FewShotScenario:
         from scenarios.omniglot import (
@@ -313,12 +313,7 @@ class MiniImageNetFewShotConfig:
         return write_fake_cache(folder / "miniimagenet", image_size=8)
 
     def __post_init__(self) -> None:
-        _check_episode_shape(self.ways, self.shots, self.queries, 600, "MiniImageNet")
-        _check_episode_shape(self.ways, self.shots, self.train_queries, 600, "MiniImageNet")
-        check_range("ways", self.ways, 2, 16)
-        check_range("test_episodes", self.test_episodes, 1)
-        check_range("val_episodes", self.val_episodes, 0)
-        check_range("image_size", self.image_size, 8, 512)
+        _check_image_episodes(self, max_ways=16, per_class=600, max_size=512, what="MiniImageNet")
 
     def build(self, seed: int, data_dir: Path | None = None) -> FewShotScenario:
         from scenarios.miniimagenet_data import load_miniimagenet
@@ -442,14 +437,11 @@ class SinusoidFewShotConfig:
     SMOKE: ClassVar[dict[str, Any]] = {"test_episodes": 5, "val_episodes": 3}
 
     def __post_init__(self) -> None:
-        check_range("shots", self.shots, 1)
+        check_range(self, "shots", ge=1)
         if not self.eval_shots or min(self.eval_shots) < 1:
             raise ValueError(f"eval_shots must be positive K values, got {self.eval_shots!r}")
-        check_range("queries", self.queries, 1)
-        check_range("test_episodes", self.test_episodes, 1)
-        check_range("val_episodes", self.val_episodes, 0)
-        check_range("train_shots", self.train_shots, 1)
-        check_range("train_queries", self.train_queries, 1)
+        check_range(self, "queries", "test_episodes", "train_shots", "train_queries", ge=1)
+        check_range(self, "val_episodes", ge=0)
         if not self.test_steps_grid or min(self.test_steps_grid) < 0:
             raise ValueError(f"test_steps_grid must be >= 0 step counts, got "
                              f"{self.test_steps_grid!r}")

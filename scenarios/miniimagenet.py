@@ -38,12 +38,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from harness.config import to_dict
+from harness.config import check_range, to_dict
 from harness.errors import DataError
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import (
     BuiltScenario,
-    check_range,
     chunks,
     class_range_name,
     derive_seed,
@@ -159,14 +158,11 @@ class SplitMiniImageNetConfig:
     fake_data = staticmethod(_fake_data)
 
     def __post_init__(self) -> None:
-        check_range("n_classes", self.n_classes, 1, 20)
-        check_range("classes_per_exp", self.classes_per_exp, 1)
-        check_range("train_per_class", self.train_per_class, 1)
-        check_range("test_per_class", self.test_per_class, 1)
-        check_range("n_val_classes", self.n_val_classes, 1, 16)
-        check_range("meta_train_per_class", self.meta_train_per_class, 1)
-        check_range("image_size", self.image_size, 8, 512)
-        check_range("batch_size", self.batch_size, 1)
+        check_range(self, "n_classes", ge=1, le=20)
+        check_range(self, "n_val_classes", ge=1, le=16)
+        check_range(self, "classes_per_exp", "train_per_class", "test_per_class",
+                    "meta_train_per_class", "batch_size", ge=1)
+        check_range(self, "image_size", ge=8, le=512)
 
     def build(self, seed: int, data_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size
@@ -238,15 +234,13 @@ class SplitMiniImageNetCILConfig:
     fake_data = staticmethod(_fake_data)
 
     def __post_init__(self) -> None:
-        check_range("n_experiences", self.n_experiences, 1, 100)
-        check_range("train_per_class", self.train_per_class, 1)
-        check_range("val_per_class", self.val_per_class, 0)
+        check_range(self, "n_experiences", ge=1, le=100)
+        check_range(self, "train_per_class", ge=1)
+        check_range(self, "val_per_class", ge=0)
         if self.val_per_class == 1:
             raise ValueError("val_per_class must be 0 (no validation) or >= 2")
-        check_range("test_per_class", self.test_per_class, 1)
-        check_range("n_val_experiences", self.n_val_experiences, 1)
-        check_range("image_size", self.image_size, 8, 512)
-        check_range("batch_size", self.batch_size, 1)
+        check_range(self, "test_per_class", "n_val_experiences", "batch_size", ge=1)
+        check_range(self, "image_size", ge=8, le=512)
 
     def build(self, seed: int, data_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size

@@ -38,12 +38,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config import to_dict
+from harness.config import check_choice, check_range, to_dict
 from harness.errors import DataError
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import (
     BuiltScenario,
-    check_range,
     chunks,
     class_range_name,
     derive_seed,
@@ -205,7 +204,7 @@ def load_omniglot(
     """
     if split not in _FIRST_ID:
         raise ValueError(f"split must be 'background' or 'evaluation', got {split!r}")
-    check_range("image_size", image_size, 1, 512)
+    check_range({"image_size": image_size}, "image_size", ge=1, le=512)
     root_str = str(DATA_DIR if root is None else Path(root).resolve())
     return _load_cached(split, int(image_size), root_str)
 
@@ -246,19 +245,17 @@ class OmniglotStreamConfig:
     VERSION = 1
 
     def __post_init__(self) -> None:
-        check_range("n_classes", self.n_classes, 1, len(SCORED_CHAR_IDS))
-        check_range("classes_per_exp", self.classes_per_exp, 1)
-        check_range("image_size", self.image_size, 8, 512)
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        check_range("train_per_class", self.train_per_class, 1, N_DRAWINGS - 1)
-        check_range("test_per_class", self.test_per_class, 1, N_DRAWINGS - 1)
+        check_range(self, "n_classes", ge=1, le=len(SCORED_CHAR_IDS))
+        check_range(self, "classes_per_exp", ge=1)
+        check_range(self, "image_size", ge=8, le=512)
+        check_choice(self, "channels", (1, 3))
+        check_range(self, "train_per_class", "test_per_class", ge=1, le=N_DRAWINGS - 1)
         if self.train_per_class + self.test_per_class > N_DRAWINGS:
             raise ValueError(
                 f"train_per_class + test_per_class must be <= {N_DRAWINGS} (training and test "
                 f"drawings may not overlap), got {self.train_per_class} + {self.test_per_class}"
             )
-        check_range("n_val_classes", self.n_val_classes, 1, len(VALIDATION_CHAR_IDS))
+        check_range(self, "n_val_classes", ge=1, le=len(VALIDATION_CHAR_IDS))
 
     def _stream(
         self, images: Tensor, pool: tuple[int, ...], n: int, g: torch.Generator, prefix: str

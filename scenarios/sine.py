@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness.config import to_dict
+from harness.config import check_range, to_dict
 from harness.protocol import Experience, ScenarioSpec
-from scenarios.base import BuiltScenario, check_range, derive_seed, generator
+from scenarios.base import BuiltScenario, derive_seed, generator
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
@@ -123,10 +123,8 @@ class SineIncrementalConfig:
     VERSION = 1
 
     def __post_init__(self) -> None:
-        check_range("n_functions", self.n_functions, 1, 100)
-        check_range("samples_per_function", self.samples_per_function, 1, 100_000)
-        check_range("batch_size", self.batch_size, 1, 100_000)
-        check_range("test_points", self.test_points, 1, 100_000)
+        check_range(self, "n_functions", ge=1, le=100)
+        check_range(self, "samples_per_function", "batch_size", "test_points", ge=1, le=100_000)
 
     def build(self, seed: int, data_dir: Path | None = None) -> SineIncremental:
         """The stream for `seed` (`data_dir` is unused: the data is generated)."""

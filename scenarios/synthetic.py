@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config import to_dict
+from harness.config import check_range, to_dict
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
-from scenarios.base import BuiltScenario, check_range, chunks, class_range_name
+from scenarios.base import BuiltScenario, chunks, class_range_name
 
 PROTOTYPE_SEED = 20240601
 """Fixed seed of the class prototypes (part of the scenario version, not of the run seed)."""
@@ -76,15 +76,14 @@ class SyntheticStreamConfig:
     VERSION = 1
 
     def __post_init__(self) -> None:
-        check_range("n_classes", self.n_classes, 1, 1000)
-        check_range("classes_per_exp", self.classes_per_exp, 1)
-        check_range("train_per_class", self.train_per_class, 1, 10000)
-        check_range("test_per_class", self.test_per_class, 1, 10000)
-        check_range("channels", self.channels, 1, 3)
-        check_range("size", self.size, 1, 64)
-        check_range("noise", self.noise, 0.0, 10.0)
-        check_range("batch_size", self.batch_size, 1, 1000)
-        check_range("meta_train_classes", self.meta_train_classes, 0, 1000)
+        check_range(self, "n_classes", ge=1, le=1000)
+        check_range(self, "classes_per_exp", ge=1)
+        check_range(self, "train_per_class", "test_per_class", ge=1, le=10000)
+        check_range(self, "channels", ge=1, le=3)
+        check_range(self, "size", ge=1, le=64)
+        check_range(self, "noise", ge=0.0, le=10.0)
+        check_range(self, "batch_size", ge=1, le=1000)
+        check_range(self, "meta_train_classes", ge=0, le=1000)
 
     def _stream(self, protos: Tensor, rng: np.random.Generator, prefix: str) -> list[Experience]:
         n = len(protos)

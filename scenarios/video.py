@@ -61,10 +61,10 @@ import torch
 from torch import Tensor
 
 from harness.checkpoint import atomic_write_bytes
-from harness.config import default_cache_dir, to_dict
+from harness.config import check_choice, check_range, default_cache_dir, to_dict
 from harness.errors import DataError, HarnessError
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
-from scenarios.base import BuiltScenario, check_range, derive_seed, generator
+from scenarios.base import BuiltScenario, derive_seed, generator
 
 Ordering = Literal["iid", "class-iid", "instance", "class-instance"]
 ORDERINGS: tuple[str, ...] = ("iid", "class-iid", "instance", "class-instance")
@@ -542,24 +542,14 @@ class VideoFramesConfig:
         return write_frame_tree(Path(root) / "video-frames")
 
     def __post_init__(self) -> None:
-        if self.ordering not in ORDERINGS:
-            raise ValueError(f"ordering must be one of {', '.join(ORDERINGS)}, "
-                             f"got {self.ordering!r}")
-        check_range("image_size", self.image_size, 8, 512)
-        check_range("fps", self.fps, 0)
-        check_range("max_frames", self.max_frames, 0)
-        if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
-        check_range("test_segments", self.test_segments, 1)
-        check_range("gap", self.gap, 0)
-        if self.pretrain_pool not in ("omniglot", "none"):
-            raise ValueError(f"pretrain_pool must be 'omniglot' or 'none', "
-                             f"got {self.pretrain_pool!r}")
-        check_range("pretrain_classes", self.pretrain_classes, 1, 964)
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        check_range("n_experiences", self.n_experiences, 0)
-        check_range("batch_size", self.batch_size, 1)
+        check_choice(self, "ordering", ORDERINGS)
+        check_choice(self, "pretrain_pool", ("omniglot", "none"))
+        check_range(self, "image_size", ge=8, le=512)
+        check_range(self, "pretrain_classes", ge=1, le=964)
+        check_range(self, "fps", "max_frames", "gap", "n_experiences", ge=0)
+        check_range(self, "test_segments", "batch_size", ge=1)
+        check_range(self, "test_fraction", gt=0, lt=1)
+        check_range(self, "val_fraction", ge=0, lt=1)
 
     # -- construction --
 

@@ -20,7 +20,7 @@ from baselines.ncm import NCMConfig
 from baselines.nets import BACKBONES, make_backbone
 from baselines.replay import ReplayConfig, ReservoirBuffer
 from baselines.slda import SLDAConfig
-from harness.config import BuildContext, train_config_hash
+from harness.config import BuildContext, check_choice, check_range, train_config_hash
 from harness.errors import HarnessError
 from harness.protocol import Budget, Experience, LabeledPool, ScenarioSpec
 from harness.registry import get_learner, make_config
@@ -379,6 +379,24 @@ def test_conv4_trains_on_batch_one_and_keeps_running_stats() -> None:
     bn = learner.features.net[1]
     assert bn.track_running_stats and int(bn.num_batches_tracked) == 120
     assert torch.isfinite(_predict(learner, torch.randn(3, *SHAPE))).all()
+
+
+def test_check_range_and_check_choice_say_what_is_allowed() -> None:
+    cfg = FinetuneConfig(width=8)
+    check_range(cfg, "width", "steps_per_batch", ge=1)  # attributes of a config: pass
+    check_range({"x": None}, "x", gt=0)  # None: an optional field left unset, not checked
+    for kwargs, message in [
+        (dict(ge=9), "width must be >= 9, got 8"), (dict(gt=8), "width must be > 8, got 8"),
+        (dict(le=7), "width must be <= 7, got 8"), (dict(ge=0, lt=8), r"in \[0, 8\), got 8"),
+        (dict(gt=8, le=9), r"in \(8, 9\], got 8"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_range(cfg, "width", **kwargs)
+    with pytest.raises(ValueError, match="b must be > 0, got nan"):
+        check_range({"a": 1.0, "b": float("nan")}, "a", "b", gt=0)
+    check_choice(cfg, "optimizer", ("sgd", "adam"))
+    with pytest.raises(ValueError, match="optimizer must be 'adam', 'lbfgs' or 'rprop', got 'sgd'"):
+        check_choice(cfg, "optimizer", ("adam", "lbfgs", "rprop"))
 
 
 def test_configs_validate_and_lr_is_eval_only() -> None:
