@@ -189,6 +189,9 @@ class MAMLLearner(nn.Module):
     """One learner for the whole family; the config's switches select the variant."""
 
     needs_meta_train = True
+    resumed_seconds = 0.0
+    """Meta-training seconds recorded by the partial checkpoint the last meta_train resumed
+    from (0 when it started afresh); the harness adds them to the reported meta_train_s."""
 
     def __init__(self, cfg: MAMLConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -374,11 +377,11 @@ class MAMLLearner(nn.Module):
         opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
                  if cfg.cosine else None)
-        start = resume(self, opt, sched, g, self.resume_path)
+        run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
+        self.resumed_seconds = run.seconds_before
+        start = run.start
         shots = getattr(tasks, "shots", 1)
         queries = cfg.train_queries or shots
-        t0 = time.perf_counter()
-        last_save = t0
         for step in range(start, total):
             xs, ys, xq, yq = (t.to(self.device) for t in
                               tasks.sample_batch(cfg.meta_batch, g, queries=queries))
@@ -397,16 +400,10 @@ class MAMLLearner(nn.Module):
             if progress is not None and (step % 10 == 0 or step == total - 1):
                 progress("meta-train", step + 1, total,
                          {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
-            now = time.perf_counter()
-            if self.resume_path is not None and now - last_save > cfg.checkpoint_every_s:
-                save_partial(self, opt, sched, g, step + 1, self.resume_path)
-                last_save = now
-            if now - t0 > limit:
+            if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = step + 1 if total > start else start
-        if self.resume_path is not None:
-            for p in (self.resume_path, self.resume_path.with_suffix(".json")):
-                p.unlink(missing_ok=True)
+        run.finish()
 
     # -- the episode protocol -----------------------------------------------------------------
 
@@ -483,8 +480,9 @@ def _key(name: str) -> str:
 
 
 def save_partial(model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
-                 g: torch.Generator, step: int, path: Any) -> None:
-    """Model, Adam state, scheduler position and sampler RNG as a safetensors checkpoint."""
+                 g: torch.Generator, step: int, path: Any, elapsed_s: float = 0.0) -> None:
+    """Model, Adam state, scheduler position and sampler RNG as a safetensors checkpoint; the
+    JSON beside it records the step and the meta-training seconds spent so far."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
@@ -493,14 +491,16 @@ def save_partial(model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
                 tensors[f"opt.{names[id(p)]}.{k}"] = torch.as_tensor(v)
     tensors["rng"] = g.get_state()
     checkpoint.save(path, tensors, {"step": step,
-                                    "sched": sched.last_epoch if sched is not None else 0})
+                                    "sched": sched.last_epoch if sched is not None else 0,
+                                    "elapsed_s": elapsed_s})
 
 
 def resume(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Generator,
-           path: Any) -> int:
-    """Restore a partial checkpoint written by `save_partial`; returns the step to start at."""
+           path: Any) -> tuple[int, float]:
+    """Restore a partial checkpoint written by `save_partial`; returns the step to start at
+    and the seconds the interrupted run(s) had spent ((0, 0.0) without a checkpoint)."""
     if path is None or not checkpoint.exists(path):
-        return 0
+        return 0, 0.0
     tensors, meta = checkpoint.load(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     by_name = dict(model.named_parameters())
@@ -512,7 +512,38 @@ def resume(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Ge
     if sched is not None:
         for _ in range(int(meta.get("sched", 0))):
             sched.step()
-    return int(meta["step"])
+    return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
+
+
+class ResumableRun:
+    """The partial-checkpoint bookkeeping of one meta-training call (MAML family, Reptile,
+    ProtoNets): restores the checkpoint at `path` if there is one, saves one every `every_s`
+    seconds, and carries the seconds of the interrupted runs, so that a resumed run can report
+    its total. `path` None: nothing is restored or saved."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                 g: torch.Generator, path: Any, every_s: float) -> None:
+        self.model, self.opt, self.sched, self.g = model, opt, sched, g
+        self.path, self.every_s = path, every_s
+        # The step to start at, and the seconds the interrupted runs spent (0 unless resumed).
+        self.start, self.seconds_before = resume(model, opt, sched, g, path)
+        self.t0 = self.last_save = time.perf_counter()
+
+    def step_done(self, steps: int) -> float:
+        """Call after each step (`steps` done in all); saves when one is due. Returns the
+        seconds of this call so far (for its time limit)."""
+        now = time.perf_counter()
+        if self.path is not None and now - self.last_save > self.every_s:
+            save_partial(self.model, self.opt, self.sched, self.g, steps, self.path,
+                         self.seconds_before + now - self.t0)
+            self.last_save = now
+        return now - self.t0
+
+    def finish(self) -> None:
+        """Training is over: remove the partial checkpoint."""
+        if self.path is not None:
+            for p in (self.path, self.path.with_suffix(".json")):
+                p.unlink(missing_ok=True)
 
 
 # -- the registered variants --------------------------------------------------------------------

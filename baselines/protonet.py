@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
+from baselines.maml import ResumableRun, _key, scenario_kind, training_key
 from harness.config import BuildContext, Progress, check_choice, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget
@@ -107,6 +106,8 @@ def proto_logits(f_support: Tensor, y_support: Tensor, f_query: Tensor, n_way: i
 
 class ProtoNet(nn.Module):
     needs_meta_train = True
+    resumed_seconds = 0.0
+    """Meta-training seconds carried over from a partial checkpoint (see MAMLLearner)."""
 
     def __init__(self, cfg: ProtoNetConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -138,10 +139,10 @@ class ProtoNet(nn.Module):
         g = torch.Generator().manual_seed(int(self.seed) + 7919)
         opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_halve_every, 0.5)
-        start = resume(self, opt, sched, g, self.resume_path)
+        run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
+        self.resumed_seconds = run.seconds_before
         ways = min(cfg.train_ways, tasks.n_classes)
-        t0 = last_save = time.perf_counter()
-        for step in range(start, total):
+        for step in range(run.start, total):
             xs, ys, xq, yq = (t[0].to(self.device) for t in tasks.sample_batch(
                 1, g, ways=ways, queries=cfg.train_queries))
             logits = self.episode_logits(xs, ys, xq, ways)
@@ -155,15 +156,9 @@ class ProtoNet(nn.Module):
             if progress is not None and (step % 10 == 0 or step == total - 1):
                 acc = (logits.argmax(1) == yq).float().mean()
                 progress("meta-train", step + 1, total, {"loss": float(loss), "acc": float(acc)})
-            now = time.perf_counter()
-            if self.resume_path is not None and now - last_save > cfg.checkpoint_every_s:
-                save_partial(self, opt, sched, g, step + 1, self.resume_path)
-                last_save = now
-            if now - t0 > limit:
+            if run.step_done(step + 1) > limit:
                 break
-        if self.resume_path is not None:
-            for p in (self.resume_path, self.resume_path.with_suffix(".json")):
-                p.unlink(missing_ok=True)
+        run.finish()
 
     def reset(self) -> None:
         self._support.clear()

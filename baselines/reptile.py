@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import _key, resume, save_partial, scenario_kind, training_key
+from baselines.maml import ResumableRun, _key, scenario_kind, training_key
 from harness.config import BuildContext, Progress, check_choice, eval_field, stable_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
@@ -148,6 +147,8 @@ def batch_indices(n: int, batch: int, steps: int, g: torch.Generator | None) -> 
 
 class ReptileLearner(nn.Module):
     needs_meta_train = True
+    resumed_seconds = 0.0
+    """Meta-training seconds carried over from a partial checkpoint (see MAMLLearner)."""
 
     def __init__(self, cfg: ReptileConfig, ctx: BuildContext) -> None:
         super().__init__()
@@ -181,14 +182,14 @@ class ReptileLearner(nn.Module):
         # The outer update is plain interpolation; an SGD optimiser with lr=1 on the
         # "gradient" (theta - mean phi) * eps keeps the resume machinery shared with MAML.
         opt = torch.optim.SGD(self.parameters(), lr=1.0)
-        start = resume(self, opt, None, g, self.resume_path)
-        t0 = last_save = time.perf_counter()
+        run = ResumableRun(self, opt, None, g, self.resume_path, cfg.checkpoint_every_s)
+        self.resumed_seconds = run.seconds_before
         loss_fn = self._loss
 
         def adapt(p: Params, x: Tensor, y: Tensor, idx: Tensor) -> Params:
             return inner_train(self.net, loss_fn, p, x, y, idx, cfg.inner_lr, cfg.inner_opt)
 
-        for step in range(start, total):
+        for step in range(run.start, total):
             x, y, _, _ = tasks.sample_batch(cfg.meta_batch, g, shots=cfg.train_shots, queries=0)
             x, y = x.to(self.device), y.to(self.device)
             if self.regression:
@@ -208,15 +209,9 @@ class ReptileLearner(nn.Module):
                     p.add_(eps * upd)
             if progress is not None and (step % 50 == 0 or step == total - 1):
                 progress("meta-train", step + 1, total, {"eps": eps})
-            now = time.perf_counter()
-            if self.resume_path is not None and now - last_save > cfg.checkpoint_every_s:
-                save_partial(self, opt, None, g, step + 1, self.resume_path)
-                last_save = now
-            if now - t0 > limit:
+            if run.step_done(step + 1) > limit:
                 break
-        if self.resume_path is not None:
-            for p in (self.resume_path, self.resume_path.with_suffix(".json")):
-                p.unlink(missing_ok=True)
+        run.finish()
 
     def reset(self) -> None:
         self._support.clear()

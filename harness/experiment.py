@@ -201,7 +201,8 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
         else:
             t0 = time.perf_counter()
             learner.meta_train(scenario.meta_train, Budget(), progress)
-            elapsed = time.perf_counter() - t0
+            # A run resumed from a partial checkpoint also counts the interrupted runs' time.
+            elapsed = time.perf_counter() - t0 + float(getattr(learner, "resumed_seconds", 0.0))
             state = {k: v.detach().cpu().clone() for k, v in learner.state_dict().items()}
             checkpoint.save(path, state, {
                 "learner": entry.id, "config": to_dict(cfg), "scenario": scenario.id,

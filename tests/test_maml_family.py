@@ -4,7 +4,9 @@ ANIL/BOIL's adapted parameter sets, sparse-MAML's mask gradients, resumable meta
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,6 +220,7 @@ class _FixedSampler:
     """Always the same tasks (a stand-in for a scenario's episode sampler)."""
 
     shots = 2
+    n_classes = 3
 
     def __init__(self, tasks) -> None:
         self.tasks = tasks
@@ -302,6 +305,62 @@ def test_meta_training_resumes_from_partial_checkpoint(tmp_path) -> None:
     assert not path.exists(), "a finished meta-training removes its partial checkpoint"
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def _set_recorded_seconds(path, seconds: float) -> None:
+    """Edit a partial checkpoint's JSON as if the interrupted run had taken `seconds`."""
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    assert meta["elapsed_s"] > 0, "the partial checkpoint records the seconds spent"
+    meta_path.write_text(json.dumps({**meta, "elapsed_s": seconds}))
+
+
+@pytest.mark.parametrize("cfg", [
+    MAMLConfig(**TINY, meta_steps=5, meta_batch=2, checkpoint_every_s=0.0),
+    ReptileConfig(**TINY, meta_steps=5, meta_batch=2, inner_steps=1, checkpoint_every_s=0.0),
+    ProtoNetConfig(channels=4, meta_steps=5, checkpoint_every_s=0.0),
+], ids=["maml", "reptile", "protonet"])
+def test_resumed_meta_training_carries_the_interrupted_seconds(tmp_path, cfg) -> None:
+    tasks = _tasks(2)
+    path = tmp_path / "partial.safetensors"
+    first = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
+    with pytest.raises(_Interrupt):
+        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None)
+    _set_recorded_seconds(path, 1000.0)
+    resumed = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
+    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None)
+    assert resumed.resumed_seconds == 1000.0
+    fresh = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
+    fresh.meta_train(_FixedSampler(tasks), Budget(), None)
+    assert fresh.resumed_seconds == 0.0, "no partial checkpoint left: nothing carried over"
+
+
+def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path, monkeypatch) -> None:
+    from harness import experiment
+    from harness.registry import get_learner, make_config
+
+    monkeypatch.setattr(experiment, "_MEMO", {})
+    entry = get_learner("maml")
+    cfg = make_config(entry, "quick", {"meta_steps": "20", "meta_batch": "2",
+                                       "checkpoint_every_s": "0"})
+    scenario = experiment.build_scenario("sinusoid-fewshot", 0, None,
+                                         {"test_episodes": "2", "val_episodes": "0"})
+    run = experiment.RunConfig(scenario="sinusoid-fewshot", learner="maml",
+                               out_dir=tmp_path / "res", cache_dir=tmp_path / "cache")
+
+    def stop_at_11(phase: str, done: int, total: int, info: dict) -> None:
+        if done == 11:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        experiment.prepare(entry, cfg, scenario, run, stop_at_11)
+    (partial,) = (tmp_path / "cache" / "checkpoints").glob("*.partial.safetensors")
+    _set_recorded_seconds(partial, 1000.0)
+    info = experiment.prepare(entry, cfg, scenario, run, None).info
+    assert 1000.0 < info["meta_train_s"] < 1100.0, info
+    final = json.loads(Path(info["checkpoint"]).with_suffix(".json").read_text())
+    assert final["meta_train_s"] == info["meta_train_s"], "the cached checkpoint keeps the total"
+    assert not partial.exists()
 
 
 def test_resnet12_and_conv4_shapes_under_vmap() -> None:
