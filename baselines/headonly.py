@@ -136,6 +136,8 @@ class MetaTrainable(nn.Module):
     net: nn.Module
     steps_done: int = 0
     seconds_done: float = 0.0
+    resumed_seconds = 0.0
+    """Seconds of earlier, interrupted segments added back on resume (reported total)."""
     _resume_path: Path | None = None
     _weights_key: str = ""
 
@@ -177,6 +179,7 @@ class MetaTrainable(nn.Module):
                 _load_optimizer(opt, tensors, meta["param_groups"])
                 gen.set_state(tensors["rng"])
                 step, elapsed_before = int(meta["step"]), float(meta["elapsed_s"])
+        self.resumed_seconds = elapsed_before
         self.net.train()
         t0 = last_save = time.perf_counter()
         ema = None

@@ -217,6 +217,24 @@ def test_eval_only_variants_share_the_meta_trained_checkpoint() -> None:
     assert key("anml") == key("anml-iid")
     assert key("anml") != key("anml-pretrain") != key("anml-untrained")
     assert key("oml-2019")["kind"] == "oml-2019-meta" and key("oml")["kind"] == "oml-2020-meta"
+    assert key("oml") == key("oml-iid") == key("oml-2020") == key("oml-2020-iid")
+    assert key("oml-2019") == key("oml-2019-iid") != key("oml")
+
+
+@pytest.mark.parametrize("name", ["anml", "oml", "oml-2019", "oml-2020"])
+def test_meta_learners_run_their_iid_oracle(name: str) -> None:
+    """`harness run` runs `<name>-iid` beside `<name>`: the same config (every preset) with only
+    the i.i.d. switch on, so it reuses the meta-trained checkpoint."""
+    import dataclasses
+
+    from harness.registry import get_learner, make_config
+
+    oracle = f"{name}-iid"
+    assert oracle in get_learner(name).compare_with
+    for preset in ("quick", "paper"):
+        cfg = make_config(get_learner(name), preset, {})
+        assert not cfg.iid
+        assert make_config(get_learner(oracle), preset, {}) == dataclasses.replace(cfg, iid=True)
 
 
 def test_checkpoint_key_ignores_how_often_progress_is_saved() -> None:
@@ -247,3 +265,31 @@ def test_lr_selection_uses_the_sweep_and_scores_like_the_loop(tmp_path: Path, mo
     slow = scores()
     assert fast == slow
     assert fast[str(1e38)] == float("-inf") and fast[str(1e-3)] > float("-inf")
+
+
+def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path: Path, monkeypatch) -> None:
+    from harness import experiment
+    from harness.registry import get_learner, make_config
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(experiment, "_MEMO", {})
+    entry = get_learner("anml")
+    cfg = make_config(entry, "quick", {**{k: str(v) for k, v in TINY_ANML.items()},
+                                       "meta_steps": "6", "n_meta_outputs": "30"})
+    scenario = build_scenario("synthetic-stream", 0, None, {"size": "8", "n_classes": "6"})
+    run = RunConfig(scenario="synthetic-stream", learner="anml", out_dir=tmp_path / "res",
+                    cache_dir=tmp_path / "cache")
+
+    def stop_at_3(phase: str, done: int, total: int, info: dict) -> None:
+        if done == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        experiment.prepare(entry, cfg, scenario, run, stop_at_3)
+    (partial,) = (tmp_path / "cache" / "checkpoints").glob("*.partial.safetensors")
+    meta = json.loads(partial.with_suffix(".json").read_text())
+    partial.with_suffix(".json").write_text(json.dumps({**meta, "elapsed_s": 1000.0}))
+    info = experiment.prepare(entry, cfg, scenario, run, None).info
+    assert 1000.0 < info["meta_train_s"] < 1100.0, info
