@@ -29,7 +29,9 @@ class Entry:
     tasks: tuple[str, ...] = ("classification",)
     """Task types a learner supports (unused for scenarios)."""
     compare_with: tuple[str, ...] = ()
-    """Learners that `harness run` also runs on the same streams, as reference points."""
+    """Learners that `harness run` also runs on the same streams, as reference points. The
+    i.i.d. oracle of a learner `L` is registered as `L-iid` (the same config with `iid` on);
+    the leaderboard pairs the two by that name for the relative drop."""
     defaults: tuple[tuple[str, Any], ...] = ()
     """Config values fixed by the id itself (e.g. the class of a user's learner)."""
 
@@ -151,7 +153,7 @@ for _e in [
           "streaming LDA on frozen features (Hayes & Kanan 2020)"),
     Entry("anml", "baselines.anml:ANMLConfig",
           "ANML (Beaulieu et al. 2020): neuromodulated meta-learning; head-only meta-test",
-          compare_with=("anml-untrained", "anml-pretrain", "finetune")),
+          compare_with=("anml-untrained", "anml-pretrain", "anml-iid", "finetune")),
     Entry("anml-untrained", "baselines.anml:ANMLConfig",
           "the ANML network without meta-training (its init); head-only meta-test",
           defaults=(("init", "random"),)),
@@ -163,17 +165,27 @@ for _e in [
           defaults=(("iid", True),)),
     Entry("oml", "baselines.oml:OMLConfig",
           "OML (Javed & White 2019), variant=2019|2020 (default 2020); needs image_size=84",
-          compare_with=("oml-untrained", "oml-pretrain", "finetune")),
+          compare_with=("oml-untrained", "oml-pretrain", "oml-iid", "finetune")),
+    Entry("oml-iid", "baselines.oml:OMLConfig",
+          "i.i.d. oracle on OML's meta-learned features: output layer fit on shuffled data",
+          defaults=(("iid", True),)),
     Entry("oml-2019", "baselines.oml:OMLConfig",
           "OML as in the 2019 paper: two-layer PLN, one class per trajectory, first order",
-          compare_with=("oml-2019-untrained", "finetune"), defaults=(("variant", "2019"),)),
+          compare_with=("oml-2019-untrained", "oml-2019-iid", "finetune"),
+          defaults=(("variant", "2019"),)),
     Entry("oml-2019-untrained", "baselines.oml:OMLConfig",
           "the oml-2019 network without meta-training (its init); head-only meta-test",
           defaults=(("variant", "2019"), ("init", "random"))),
+    Entry("oml-2019-iid", "baselines.oml:OMLConfig",
+          "i.i.d. oracle on oml-2019's meta-learned features: output layer fit on shuffled data",
+          defaults=(("variant", "2019"), ("iid", True))),
     Entry("oml-2020", "baselines.oml:OMLConfig",
           "OML as in the 2020 code: linear PLN, 3 classes x 5 steps, second order",
-          compare_with=("oml-untrained", "oml-pretrain", "finetune"),
+          compare_with=("oml-untrained", "oml-pretrain", "oml-2020-iid", "finetune"),
           defaults=(("variant", "2020"),)),
+    Entry("oml-2020-iid", "baselines.oml:OMLConfig",
+          "i.i.d. oracle on oml-2020's meta-learned features: output layer fit on shuffled data",
+          defaults=(("variant", "2020"), ("iid", True))),
     Entry("oml-untrained", "baselines.oml:OMLConfig",
           "the OML network without meta-training (its init); head-only meta-test",
           defaults=(("init", "random"),)),
