@@ -34,6 +34,7 @@ __all__ = [
     "online_acc",
     "online_mse",
     "per_experience_final",
+    "relative_drop",
     "summarize",
 ]
 
@@ -239,6 +240,37 @@ def per_experience_final(R) -> list[float]:
     """Final accuracy on each experience: R[T-1, :]."""
     R = _square(R)
     return [float(x) for x in R[-1]]
+
+
+def relative_drop(acc, oracle_acc) -> float:
+    """Relative drop of a stream learner's accuracy below its i.i.d. oracle's.
+
+    Formula: (oracle_acc - acc) / oracle_acc, on the same data: the OML/ANML meta-test
+    (Javed & White 2019, OML; Beaulieu et al. 2020, ANML) compares the output layer trained
+    on the class-by-class stream with an "oracle" that trains the same layer on the same frozen
+    representation with the same samples shuffled i.i.d.; both accuracies are fractions in
+    [0, 1] (e.g. `meta_test_test_acc`, `meta_test_train_acc`).
+
+    0 means the stream lost nothing against the oracle, 0.25 that it kept three quarters of the
+    oracle's accuracy, 1 that it kept none; a negative value means the stream scored above the
+    oracle (e.g. -0.1: 10% above). The drop is at most 1 and unbounded below.
+
+    Returns:
+        The relative drop; NaN when `oracle_acc` is 0 (the ratio is undefined: there is no
+        accuracy to drop from).
+    """
+    a, o = float(acc), float(oracle_acc)
+    for name, v in (("acc", a), ("oracle_acc", o)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} is {v}; it must be a finite accuracy")
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(
+                f"{name} holds an accuracy, which must lie in [0, 1]; got {v:g} "
+                "(pass fractions, not percentages)"
+            )
+    if o == 0.0:
+        return math.nan
+    return (o - a) / o
 
 
 def summarize(R, R0, sizes, hits_or_errors, task: str) -> dict[str, float]:

@@ -243,6 +243,42 @@ def test_mean_ci95_single_value():
         assert mean == 0.4 and n == 1 and math.isnan(half)
 
 
+@pytest.mark.parametrize(
+    ("acc", "oracle", "expected"),
+    [
+        (0.6, 0.8, 0.25),  # (0.8 - 0.6) / 0.8 = 0.2 / 0.8
+        (0.8, 0.8, 0.0),  # the stream matches the oracle: nothing lost
+        (0.0, 0.5, 1.0),  # (0.5 - 0) / 0.5: everything lost
+        (0.3, 1.0, 0.7),  # (1 - 0.3) / 1
+        (0.9, 0.6, -0.5),  # stream above the oracle: (0.6 - 0.9) / 0.6 = -0.3 / 0.6
+        (1.0, 0.1, -9.0),  # (0.1 - 1) / 0.1: unbounded below
+    ],
+)
+def test_relative_drop_golden(acc, oracle, expected):
+    assert m.relative_drop(acc, oracle) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("acc", [0.0, 0.3])
+def test_relative_drop_oracle_zero_is_nan(acc):
+    # (0 - acc) / 0 is undefined, even 0 / 0: NaN, not an error
+    assert math.isnan(m.relative_drop(acc, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("acc", "oracle", "match"),
+    [
+        (1.5, 0.5, r"acc .*\[0, 1\]"),
+        (0.5, -0.1, r"oracle_acc .*\[0, 1\]"),
+        (60.0, 80.0, "percentages"),
+        (np.nan, 0.5, "finite"),
+        (0.5, np.inf, "finite"),
+    ],
+)
+def test_relative_drop_bad_input(acc, oracle, match):
+    with pytest.raises(ValueError, match=match):
+        m.relative_drop(acc, oracle)
+
+
 # ---------------------------------------------------------------------------------------------
 # Properties over random matrices in [0, 1].
 # ---------------------------------------------------------------------------------------------
