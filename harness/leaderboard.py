@@ -38,6 +38,8 @@ from harness.errors import HarnessError
 __all__ = [
     "CONFIG_KEYS",
     "HIGHER_IS_BETTER",
+    "ORACLE_METRICS",
+    "ORACLE_SUFFIX",
     "PRIMARY_METRICS",
     "REQUIRED_COLUMNS",
     "STATUS_METRICS",
@@ -45,6 +47,8 @@ __all__ = [
     "is_higher_better",
     "leaderboard_table",
     "load_runs",
+    "oracle_drops",
+    "oracle_drops_markdown",
     "paired_differences",
     "rank",
     "to_markdown",
@@ -135,7 +139,13 @@ _KEY_COLUMNS = (*CONFIG_KEYS, "run_id", "stream_hash", "metric")
 _NUMERIC_COLUMNS = ("value", "seed", "n", "wall_s")
 _PROVENANCE = ("harness_version", "git_sha", "torch_version", "device")
 _SCENARIO = ["scenario", "scenario_version"]
-_LEADERBOARD_FILES = frozenset({"leaderboard.csv", "leaderboard.md"})
+_LEADERBOARD_FILES = frozenset({"leaderboard.csv", "leaderboard.md", "oracle_drop.csv"})
+
+ORACLE_SUFFIX = "-iid"
+"""The i.i.d. oracle of learner ``L`` is the learner ``L + ORACLE_SUFFIX`` (e.g. ``anml-iid``)."""
+
+ORACLE_METRICS: tuple[str, ...] = ("meta_test_test_acc", "meta_test_train_acc")
+"""Metrics whose relative drop below the i.i.d. oracle `oracle_drops` reports by default."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,9 +178,10 @@ def is_higher_better(metric: str) -> bool:
 def load_runs(path: Path) -> pd.DataFrame:
     """Read every run CSV under a folder (recursively) into one tidy frame.
 
-    ``leaderboard.csv`` / ``leaderboard.md``, hidden files and the ``.json`` / ``.npz`` files
-    beside each run are ignored. Identifier columns are read as text, ``value``, ``seed``,
-    ``n`` and ``wall_s`` as numbers; extra columns are kept as they are.
+    ``leaderboard.csv`` / ``leaderboard.md`` / ``oracle_drop.csv``, hidden files and the
+    ``.json`` / ``.npz`` files beside each run are ignored. Identifier columns are read as
+    text, ``value``, ``seed``, ``n`` and ``wall_s`` as numbers; extra columns are kept as they
+    are.
 
     Args:
         path: a results folder, e.g. ``results/`` or ``results/omniglot-stream/``.
@@ -530,6 +541,145 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
     return out[order]
 
 
+def oracle_drops(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = ORACLE_METRICS,
+    suffix: str = ORACLE_SUFFIX,
+) -> pd.DataFrame:
+    """Relative drop of each learner below its i.i.d. oracle, per seed, then over seeds.
+
+    The oracle of learner ``L`` is the learner ``L + suffix`` (``anml`` -> ``anml-iid``): the
+    same frozen representation with its output layer trained on the same data shuffled i.i.d.
+    (OML/ANML meta-test). A run of ``L`` is paired with a run of the oracle on the same
+    scenario, scenario_version, preset, seed and stream_hash; runs whose stream_hash differs
+    are never paired. Failed runs and superseded re-runs are left out first (as in
+    `aggregate`). Per pair, the drop is `harness.metrics.relative_drop` =
+    (oracle - stream) / oracle; a pair whose oracle scored 0 has no drop (NaN) and is left
+    out of every statistic of its row. Learners without any paired oracle run (or only pairs
+    without a drop) get no row.
+
+    Args:
+        runs: tidy run rows, e.g. from `load_runs`.
+        metrics: accuracies to compare (default `ORACLE_METRICS`); those the runs lack are
+            skipped.
+        suffix: how an oracle's learner id extends the learner's.
+
+    Returns:
+        One row per (scenario, scenario_version, learner, preset, config_hash, oracle,
+        oracle_config_hash, metric) with ``mean_stream`` and ``mean_oracle`` (the learner's
+        and the oracle's mean accuracy over the same pairs), ``mean_drop``, ``sd_drop`` (ddof=1),
+        ``ci95`` (Student-t half-width, NaN for n_pairs < 2), ``ci_low``, ``ci_high`` and
+        ``n_pairs`` (pairs with a defined drop), plus the provenance columns constant over
+        both learners' runs of the row (e.g. ``scenario_params``). Empty (with these columns)
+        when nothing pairs.
+
+    Raises:
+        HarnessError: required columns are missing, or a paired value is not an accuracy in
+            [0, 1].
+    """
+    from harness.metrics import relative_drop
+
+    df = _prepare(runs)
+    rows = _clean_rows(df, _run_table(df))
+    rows = rows[rows["metric"].isin(list(metrics)) & rows["value"].notna()]
+    oracle_ids = {name for name in set(rows["learner"]) if name.endswith(suffix)}
+    pair_keys = [*_SCENARIO, "preset", "seed", "stream_hash", "metric"]
+    stream = rows[~rows["learner"].isin(oracle_ids)].assign(oracle=lambda d: d["learner"] + suffix)
+    oracle = rows[rows["learner"].isin(oracle_ids)][
+        [*pair_keys, "learner", "config_hash", "run_id", "value"]
+    ].rename(
+        columns={
+            "learner": "oracle",
+            "config_hash": "oracle_config_hash",
+            "run_id": "_oracle_run",
+            "value": "_oracle_value",
+        }
+    )
+    pairs = stream.merge(oracle, on=[*pair_keys, "oracle"], how="inner")
+
+    drops = []
+    for acc, ref, run_id, ref_id in zip(
+        pairs["value"], pairs["_oracle_value"], pairs["run_id"], pairs["_oracle_run"], strict=True
+    ):
+        try:
+            drops.append(relative_drop(acc, ref))
+        except ValueError as e:
+            raise HarnessError(f"runs {run_id} and {ref_id}: {e}") from None
+    pairs["_drop"] = np.asarray(drops, dtype=float)
+    pairs = pairs[pairs["_drop"].notna()]
+
+    keys = [*CONFIG_KEYS, "oracle", "oracle_config_hash", "metric"]
+    order = [
+        *keys,
+        "mean_stream",
+        "mean_oracle",
+        "mean_drop",
+        "sd_drop",
+        "ci95",
+        "ci_low",
+        "ci_high",
+        "n_pairs",
+    ]
+    if pairs.empty:
+        return pd.DataFrame(columns=order)
+    grouped = pairs.groupby(keys, sort=True)
+    out = pd.DataFrame(
+        {
+            "mean_stream": grouped["value"].mean(),
+            "mean_oracle": grouped["_oracle_value"].mean(),
+            "mean_drop": grouped["_drop"].mean(),
+            "sd_drop": grouped["_drop"].std(ddof=1),
+            "n_pairs": grouped["_drop"].count().astype("int64"),
+        }
+    ).reset_index()
+    out["ci95"] = _t_half_width(out["sd_drop"], out["n_pairs"])
+    out["ci_low"] = out["mean_drop"] - out["ci95"]
+    out["ci_high"] = out["mean_drop"] + out["ci95"]
+    out = out[order]
+
+    # Provenance constant over both sides of a row (both learners' runs on the paired seeds).
+    cols = [c for c in _extra_columns(df, order) if c in rows.columns]
+    if cols:
+        both = pd.concat(
+            [
+                pairs[[*keys, "run_id"]],
+                pairs[[*keys, "_oracle_run"]].rename(columns={"_oracle_run": "run_id"}),
+            ],
+            ignore_index=True,
+        ).merge(rows[["run_id", "metric", *cols]], on=["run_id", "metric"], how="left")
+        out = out.merge(_carried(both, keys, cols), on=keys, how="left")
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def oracle_drops_markdown(drops: pd.DataFrame) -> str:
+    """Render `oracle_drops` as a small Markdown table: one row per learner configuration and
+    oracle configuration with the scenario parameters (where the runs record them), n_pairs
+    (the most of any metric), and per metric the learner's and the oracle's mean (3 decimals)
+    and ``<metric>_drop`` as mean ± ci95."""
+    keys = [*CONFIG_KEYS, "oracle", "oracle_config_hash"]
+    if drops.empty:
+        return to_markdown(pd.DataFrame(columns=[*keys, "n_pairs"]))
+    present = list(dict.fromkeys(drops["metric"]))
+    wide = drops[keys].drop_duplicates().reset_index(drop=True)
+    if "scenario_params" in drops.columns:
+        params = drops.groupby(keys, sort=False)["scenario_params"].first().reset_index()
+        wide = wide.merge(params, on=keys, how="left")
+    n_pairs = drops.groupby(keys, sort=False)["n_pairs"].max().rename("n_pairs").reset_index()
+    wide = wide.merge(n_pairs, on=keys, how="left")
+    for m in present:
+        sub = drops[drops["metric"] == m].set_index(keys)
+        cols = pd.DataFrame(
+            {
+                m: sub["mean_stream"].map(_pm3),
+                f"{m}_oracle": sub["mean_oracle"].map(_pm3),
+                f"{m}_drop_mean": sub["mean_drop"],
+                f"{m}_drop_ci95": sub["ci95"],
+            }
+        ).reset_index()
+        wide = wide.merge(cols, on=keys, how="left")
+    return to_markdown(wide)
+
+
 # ----------------------------------------------------------------------------------------------
 # The leaderboard table
 
@@ -686,6 +836,10 @@ def _pm(mean: object, half: object) -> str:
     return f"{float(mean):.3f} ± {float(half):.3f}"
 
 
+def _pm3(mean: object) -> str:
+    return _pm(mean, math.nan)
+
+
 def _cell(v: object) -> str:
     if _missing(v):
         return ""
@@ -711,6 +865,11 @@ def write_leaderboard(
 ) -> tuple[Path, Path]:
     """Write ``leaderboard.csv`` and ``leaderboard.md`` into `dir`, each atomically.
 
+    Where learners have i.i.d. oracle runs on the same streams (`oracle_drops`), their
+    relative drops are written too: as ``oracle_drop.csv`` and as a second, small table at the
+    end of ``leaderboard.md``. Without such pairs there is no drop table, and an
+    ``oracle_drop.csv`` left from earlier runs is removed (it would describe other runs).
+
     Each file is written to a temporary file in `dir` and moved into place with `os.replace`,
     so a reader sees the old file or the new one, never a partial one.
 
@@ -729,11 +888,24 @@ def write_leaderboard(
     if runs is None:
         runs = load_runs(folder)
     table = leaderboard_table(runs, primary_metric=primary_metric)
+    drops = oracle_drops(runs)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / "leaderboard.csv"
     md_path = folder / "leaderboard.md"
+    drop_path = folder / "oracle_drop.csv"
+    markdown = to_markdown(table)
     _atomic_write(csv_path, table.to_csv(index=False, lineterminator="\n"))
-    _atomic_write(md_path, to_markdown(table))
+    if drops.empty:
+        drop_path.unlink(missing_ok=True)
+    else:
+        _atomic_write(drop_path, drops.to_csv(index=False, lineterminator="\n"))
+        markdown += (
+            "\n## Relative drop below the i.i.d. oracle\n\n"
+            "(oracle - stream) / oracle per seed, on the same stream; mean ± 95% CI over "
+            "seeds. The oracle trains the same output layer on the same frozen features with "
+            "the same samples shuffled i.i.d. (OML/ANML).\n\n" + oracle_drops_markdown(drops)
+        )
+    _atomic_write(md_path, markdown)
     return csv_path, md_path
 
 

@@ -542,3 +542,127 @@ def test_write_leaderboard_from_given_runs(two_learners: Path, tmp_path: Path) -
     assert sorted(os.listdir(out)) == ["leaderboard.csv", "leaderboard.md"]
     lb.write_leaderboard(out, runs, primary_metric="wall_s")
     assert pd.read_csv(csv_path)["learner"].tolist() == ["finetune", "anml"]
+
+
+# ---------------------------------------------------------------------------- i.i.d. oracle
+
+
+@pytest.fixture
+def with_oracle(tmp_path: Path) -> Path:
+    """anml and its oracle anml-iid on streams h0, h1, h3 (paired) and seed 2 on different
+    streams (not paired); finetune without an oracle; an oracle without its learner."""
+    test = {0: (0.6, 0.8), 1: (0.45, 0.9), 2: (0.5, 0.7), 3: (0.3, 0.4)}  # (anml, anml-iid)
+    train = {0: (0.9, 1.0), 1: (0.6, 0.8), 2: (0.7, 0.7), 3: (0.99, 0.9)}
+    for seed in test:
+        for side, learner in enumerate(("anml", "anml-iid")):
+            write_run(
+                tmp_path,
+                f"{learner}-{seed}",
+                learner,
+                seed,
+                {
+                    "meta_test_test_acc": test[seed][side],
+                    "meta_test_train_acc": train[seed][side],
+                    "wall_s": 1.0,
+                },
+                stream_hash="hX" if (seed, learner) == (2, "anml-iid") else f"h{seed}",
+                extra={
+                    "scenario_params": '{"n_classes": 10}',
+                    "eval_order": "iid" if side else "stream",
+                },
+            )
+        write_run(tmp_path, f"ft-{seed}", "finetune", seed, {"meta_test_test_acc": 0.1})
+    write_run(tmp_path, "o19-0", "oml-2019-iid", 0, {"meta_test_test_acc": 0.9})
+    return tmp_path
+
+
+def test_oracle_drops_hand_computed(with_oracle: Path) -> None:
+    drops = lb.oracle_drops(lb.load_runs(with_oracle))
+    # finetune has no finetune-iid and oml-2019-iid no oml-2019: left out.
+    assert set(drops["learner"]) == {"anml"} and set(drops["oracle"]) == {"anml-iid"}
+    assert sorted(drops["metric"]) == ["meta_test_test_acc", "meta_test_train_acc"]
+    t = row(drops, metric="meta_test_test_acc")
+    # Seed 2 ran on different streams (h2 vs hX): not paired. Pairs (stream, oracle):
+    # (0.6, 0.8) -> 0.2/0.8 = 0.25; (0.45, 0.9) -> 0.45/0.9 = 0.5; (0.3, 0.4) -> 0.1/0.4 = 0.25.
+    # mean 1/3; deviations -1/12, 1/6, -1/12; sum of squares 1/144 + 4/144 + 1/144 = 1/24;
+    # sd = sqrt(1/48) = 0.1443376; se = sd/sqrt(3) = 1/12; ci95 = 4.302653 / 12 = 0.358554.
+    assert t["n_pairs"] == 3
+    assert t["mean_drop"] == pytest.approx(1 / 3)
+    assert t["sd_drop"] == pytest.approx(0.1443376, abs=1e-6)
+    assert t["ci95"] == pytest.approx(0.358554, abs=1e-6)
+    assert t["ci_low"] == pytest.approx(1 / 3 - 0.358554, abs=1e-6)
+    # mean_stream (0.6 + 0.45 + 0.3) / 3 = 0.45; mean_oracle (0.8 + 0.9 + 0.4) / 3 = 0.7
+    assert (t["mean_stream"], t["mean_oracle"]) == (pytest.approx(0.45), pytest.approx(0.7))
+    assert t["oracle_config_hash"] == "cfg-anml-iid" and t["config_hash"] == "cfg-anml"
+    assert t["scenario_params"] == '{"n_classes": 10}'  # constant over both sides: carried
+    assert "eval_order" not in drops.columns  # differs between the sides: not carried
+    r = row(drops, metric="meta_test_train_acc")
+    # (0.9, 1.0) -> 0.1; (0.6, 0.8) -> 0.25; (0.99, 0.9) -> -0.09/0.9 = -0.1 (stream above
+    # the oracle: negative). mean 0.25/3 = 0.0833333; deviations 1/60, 1/6, -11/60; sum of
+    # squares (1 + 100 + 121)/3600 = 222/3600; sd = sqrt(111/3600) = 0.1755942;
+    # se = sd/sqrt(3) = 0.1013794; ci95 = 4.302653 * 0.1013794 = 0.4362003.
+    assert r["n_pairs"] == 3
+    assert r["mean_drop"] == pytest.approx(0.25 / 3)
+    assert r["sd_drop"] == pytest.approx(0.1755942, abs=1e-6)
+    assert r["ci95"] == pytest.approx(0.4362003, abs=1e-6)
+
+
+def test_oracle_drops_pairing_rules(tmp_path: Path) -> None:
+    def run(run_id: str, learner: str, seed: int, acc: float, **kw: object) -> None:
+        write_run(tmp_path, run_id, learner, seed, {"meta_test_test_acc": acc}, **kw)
+
+    # Oracle 0 on seed 0: no drop (NaN), left out; seed 1: (0.5 - 0.4) / 0.5 = 0.2.
+    run("x0", "x", 0, 0.3)
+    run("xi0", "x-iid", 0, 0.0)
+    run("x1", "x", 1, 0.4)
+    run("xi1", "x-iid", 1, 0.5)
+    # A failed oracle run and an oracle of another preset never pair.
+    run("y0", "y", 0, 0.3)
+    write_run(tmp_path, "yi0", "y-iid", 0, {"meta_test_test_acc": 0.5, "failed": 1.0})
+    run("yi0p", "y-iid", 0, 0.5, preset="paper", config_hash="cfg-paper")
+    # Only undefined drops: no row either.
+    run("z0", "z", 0, 0.3)
+    run("zi0", "z-iid", 0, 0.0)
+    drops = lb.oracle_drops(lb.load_runs(tmp_path))
+    assert drops["learner"].tolist() == ["x"]
+    x = drops.iloc[0]
+    assert x["n_pairs"] == 1 and x["mean_drop"] == pytest.approx(0.2)
+    assert (x["mean_stream"], x["mean_oracle"]) == (pytest.approx(0.4), pytest.approx(0.5))
+    assert math.isnan(x["sd_drop"]) and math.isnan(x["ci95"])
+    # Nothing pairs: an empty table with the columns.
+    none = lb.oracle_drops(lb.load_runs(tmp_path), metrics=["acc_final_macro"])
+    assert none.empty and {"learner", "oracle", "mean_drop", "n_pairs"} <= set(none.columns)
+
+
+def test_oracle_drops_rejects_values_that_are_not_accuracies(tmp_path: Path) -> None:
+    write_run(tmp_path, "a0", "anml", 0, {"meta_test_test_acc": 64.0})
+    write_run(tmp_path, "b0", "anml-iid", 0, {"meta_test_test_acc": 80.0})
+    with pytest.raises(HarnessError, match="a0 and b0.*percentages"):
+        lb.oracle_drops(lb.load_runs(tmp_path))
+
+
+def test_write_leaderboard_adds_the_oracle_drop(
+    with_oracle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = with_oracle / SCEN
+    (folder / "oracle_drop.csv").write_text("stale\n")  # from earlier runs: replaced
+    lb.write_leaderboard(folder)
+    drop_csv = pd.read_csv(folder / "oracle_drop.csv")
+    assert drop_csv["learner"].tolist() == ["anml", "anml"]
+    assert drop_csv["mean_drop"].tolist() == pytest.approx([1 / 3, 0.25 / 3])
+    md = (folder / "leaderboard.md").read_text(encoding="utf-8")
+    table = md[md.index("## Relative drop below the i.i.d. oracle") :]
+    assert "| anml | quick | cfg-anml | anml-iid | cfg-anml-iid |" in table
+    assert "| 0.450 | 0.700 | 0.333 ± 0.359 |" in table
+    assert "| 0.083 ± 0.436 |" in table
+    assert not list(folder.glob(".*.tmp"))
+    # Writing again reads the folder without tripping on oracle_drop.csv.
+    lb.write_leaderboard(folder)
+    assert pd.read_csv(folder / "oracle_drop.csv").equals(drop_csv)
+    # No oracle pairs: no drop table, and a stale oracle_drop.csv is removed.
+    other = tmp_path_factory.mktemp("no_oracle")
+    write_run(other, "a0", "anml", 0, {"meta_test_test_acc": 0.5})
+    (other / "oracle_drop.csv").write_text("stale\n")
+    lb.write_leaderboard(other)
+    assert not (other / "oracle_drop.csv").exists()
+    assert "Relative drop" not in (other / "leaderboard.md").read_text(encoding="utf-8")
