@@ -164,16 +164,41 @@ def _leaderboard_rich(table: Any, title: str) -> Table:
     return rich_table
 
 
+def _oracle_rich(drops: Any) -> Table:
+    """The relative drop below the i.i.d. oracle (`oracle_drops`): one row per learner and
+    metric, the learner's and the oracle's mean accuracy and the drop as `mean ± ci95`."""
+    import pandas as pd
+
+    table = Table(title="drop below the i.i.d. oracle: (oracle - stream) / oracle")
+    for col in ("learner", "oracle", "pairs", "metric", "stream", "oracle acc", "drop"):
+        table.add_column(col, justify="left" if col in ("learner", "oracle", "metric")
+                         else "right")
+    for _, r in drops.iterrows():
+        drop = (f"{r['mean_drop']:.3f}" if pd.isna(r["ci95"])
+                else f"{r['mean_drop']:.3f} ± {r['ci95']:.3f}")
+        table.add_row(str(r["learner"]), str(r["oracle"]), str(r["n_pairs"]),
+                      str(r["metric"]).removeprefix("meta_test_"), f"{r['mean_stream']:.3f}",
+                      f"{r['mean_oracle']:.3f}", drop)
+    return table
+
+
 def _finish(results: list[Any], out_dir: Path, scenario: str, title: str) -> None:
-    from harness.leaderboard import leaderboard_table, load_runs, write_leaderboard
+    from harness.leaderboard import leaderboard_table, load_runs, oracle_drops, write_leaderboard
     from harness.results import safe_id
 
     out.print(_results_table(results, title))
     folder = out_dir / safe_id(scenario)
-    csv_path, md_path = write_leaderboard(folder)
-    out.print(_leaderboard_rich(leaderboard_table(load_runs(folder)),
+    runs = load_runs(folder)
+    csv_path, md_path = write_leaderboard(folder, runs)
+    out.print(_leaderboard_rich(leaderboard_table(runs),
                                 f"leaderboard {folder} (mean ± 95% CI over seeds)"))
-    out.print(f"results: {folder}  leaderboard: {csv_path}, {md_path}", soft_wrap=True)
+    # The drop of the runs just made, where an oracle ran on the same streams.
+    drops = oracle_drops(runs[runs["run_id"].isin({r.run_id for r in results})])
+    if not drops.empty:
+        out.print(_oracle_rich(drops))
+    drop_csv = folder / "oracle_drop.csv"
+    also = f", {drop_csv}" if drop_csv.exists() else ""
+    out.print(f"results: {folder}  leaderboard: {csv_path}, {md_path}{also}", soft_wrap=True)
     for r in results:
         if r.status != "ok":
             err.print(f"[red]{r.learner} seed {r.seed} {r.status}:[/] {r.error}")

@@ -293,3 +293,58 @@ def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path: Path, monk
     partial.with_suffix(".json").write_text(json.dumps({**meta, "elapsed_s": 1000.0}))
     info = experiment.prepare(entry, cfg, scenario, run, None).info
     assert 1000.0 < info["meta_train_s"] < 1100.0, info
+
+
+def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) -> None:
+    """`harness run --learner anml` runs `anml-iid` on the identical stream, from the same
+    meta-trained checkpoint (no second meta-training), and the leaderboard gets the drop."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from harness import experiment
+    from harness.cli import app
+    from harness.leaderboard import load_runs
+    from harness.metrics import relative_drop
+    from harness.registry import get_learner
+
+    experiment._MEMO.clear()
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    res = CliRunner().invoke(app, [
+        "run", "--scenario", "synthetic-stream", "--learner", "anml", "--out", str(out),
+        "--cache-dir", str(cache), "--quiet", "--set",
+        "nm_channels=4,pred_channels=6,meta_steps=3,n_meta_outputs=30,inner_steps=4,remember=4,"
+        "pretrain_steps=3"])
+    assert res.exit_code == 0, res.output
+    assert "drop below the i.i.d. oracle" in res.output
+    folder = out / "synthetic-stream"
+    runs = load_runs(folder)
+    assert set(runs["learner"]) == {"anml", *get_learner("anml").compare_with}
+    per_run = runs.drop_duplicates("learner").set_index("learner")
+    assert per_run.loc["anml", "stream_hash"] == per_run.loc["anml-iid", "stream_hash"]
+
+    # One meta-trained ANML checkpoint (and the pre-trained one), shared by anml and anml-iid.
+    ckpts = sorted(p.name for p in (cache / "checkpoints").glob("*.safetensors"))
+    assert [c.split("-")[1] for c in ckpts] == ["meta", "pretrain"], ckpts
+    infos = {name: json.loads((folder / f"{per_run.loc[name, 'run_id']}.json").read_text())
+             ["meta_train"] for name in ("anml", "anml-iid")}
+    assert infos["anml"]["checkpoint"] == infos["anml-iid"]["checkpoint"] != ""
+    assert infos["anml"]["meta_train_s"] == infos["anml-iid"]["meta_train_s"] > 0
+    # A later process (memo cleared) loads the same checkpoint for the oracle alone.
+    experiment._MEMO.clear()
+    alone = experiment.execute(RunConfig(
+        scenario="synthetic-stream", learner="anml-iid", out_dir=tmp_path / "alone",
+        cache_dir=cache, lr_grid=(1e-1,), overrides={
+            "nm_channels": "4", "pred_channels": "6", "meta_steps": "3", "n_meta_outputs": "30",
+            "inner_steps": "4", "remember": "4", "pretrain_steps": "3"}))
+    info = json.loads(alone.csv_path.with_suffix(".json").read_text())["meta_train"]
+    assert info["checkpoint_cached"] and info["checkpoint"] == infos["anml"]["checkpoint"]
+
+    acc = runs[runs["metric"].isin(["meta_test_test_acc", "meta_test_train_acc"])].pivot_table(
+        index="learner", columns="metric", values="value")
+    drops = pd.read_csv(folder / "oracle_drop.csv").set_index("metric")
+    assert set(drops["learner"]) == {"anml"} and set(drops["oracle"]) == {"anml-iid"}
+    for metric in ("meta_test_test_acc", "meta_test_train_acc"):
+        assert drops.loc[metric, "n_pairs"] == 1
+        assert drops.loc[metric, "mean_drop"] == pytest.approx(
+            relative_drop(acc.loc["anml", metric], acc.loc["anml-iid", metric]))
+    assert "## Relative drop below the i.i.d. oracle" in (folder / "leaderboard.md").read_text()
