@@ -73,7 +73,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "sinusoid": dict(meta_steps=70000),
         "vector": dict(meta_steps=1000),
-        "omniglot": dict(meta_steps=1500, test_steps=10, train_queries=1, bn="support"),
+        "omniglot": dict(meta_steps=5000, test_steps=10, train_queries=1, bn="support"),
         "omniglot20": dict(meta_steps=2000, test_steps=10, train_queries=1, bn="support"),
         "miniimagenet": dict(meta_steps=2000, bn="support"),
     },

@@ -115,3 +115,24 @@ def test_set_accepts_several_pairs_separated_by_commas() -> None:
 
     assert _parse_sets(["ways=5,shots=1"]) == {"ways": "5", "shots": "1"}
     assert _parse_sets(["lr_grid=1e-3,1e-2"]) == {"lr_grid": "1e-3,1e-2"}
+
+
+def test_threads_option_sets_torch_threads_and_rejects_negatives(monkeypatch) -> None:
+    import os
+
+    import torch
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    monkeypatch.delenv("HARNESS_THREADS", raising=False)
+    try:
+        assert runner.invoke(app, ["--threads", "0", "list"]).exit_code == 0
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+        assert runner.invoke(app, ["--threads", "1", "list"]).exit_code == 0
+        assert torch.get_num_threads() == 1
+        bad = runner.invoke(app, ["--threads", "-1", "list"])
+        assert bad.exit_code == 2 and "--threads must be >= 0" in bad.output
+    finally:
+        torch.set_num_threads(1)
