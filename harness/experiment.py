@@ -353,7 +353,11 @@ def execute(run: RunConfig, progress: Progress | None = None,
             f"{run.scenario!r} is {scenario.spec.task}"
         )
     cfg = make_config(l_entry, run.preset, l_over)
-    chash = stable_hash([config_hash(cfg), {k: v for k, v in scenario.params.items()
+    # A config whose None fields resolve from recipe tables per scenario (the MAML family) is
+    # hashed resolved: a recipe edit is a different configuration, and gets a new run id.
+    resolve = getattr(cfg, "resolved", None)
+    resolved = resolve(scenario.spec) if resolve is not None else cfg
+    chash = stable_hash([config_hash(resolved), {k: v for k, v in scenario.params.items()
                                              if k != "seed"}, run.tune_lr, run.lr_grid], 12)
     run_id = safe_id(f"{run.learner}-{chash[:8]}-{run.preset}-s{run.seed}-"
                      f"{scenario.stream_hash.rsplit('-', 1)[-1][:8]}")
@@ -364,6 +368,7 @@ def execute(run: RunConfig, progress: Progress | None = None,
     scen_params = json.dumps({k: v for k, v in scenario.params.items() if k != "seed"},
                              sort_keys=True, default=str)
     config: dict[str, Any] = {"run": to_dict(run), "learner_config": to_dict(cfg),
+                              "resolved_learner_config": to_dict(resolved),
                               "scenario_params": scenario.params, **base}
     extra: dict[str, Any] = {"scenario_params": scen_params}
     if progress is not None:

@@ -409,3 +409,29 @@ def test_batch_norm_matches_torch_and_uses_only_the_reference_rows():
     h2 = h.clone()
     h2[4:] += 100
     assert torch.allclose(batch_norm(h2, w, b, n_ref=4)[:4], out[:4], atol=1e-10)
+
+
+def test_a_recipe_edit_is_a_new_configuration_with_its_own_run_id(tmp_path, monkeypatch) -> None:
+    from baselines import maml
+    from harness import experiment
+
+    def run_id() -> tuple[str, dict]:
+        monkeypatch.setattr(experiment, "_MEMO", {})
+        run = experiment.RunConfig(
+            scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / "res",
+            cache_dir=tmp_path / "cache",
+            overrides={"test_episodes": "2", "val_episodes": "0", "meta_batch": "2"})
+        res = experiment.execute(run)
+        assert res.status == "ok", res.error
+        return res.run_id, json.loads(res.csv_path.with_suffix(".json").read_text())
+
+    monkeypatch.setitem(maml.RECIPES["quick"], "sinusoid",
+                        {**maml.RECIPES["quick"]["sinusoid"], "meta_steps": 3})
+    first, cfg1 = run_id()
+    monkeypatch.setitem(maml.RECIPES["quick"], "sinusoid",
+                        {**maml.RECIPES["quick"]["sinusoid"], "meta_steps": 4})
+    second, cfg2 = run_id()
+    assert first != second, "the old record must not be overwritten by a different recipe"
+    assert cfg1["resolved_learner_config"]["meta_steps"] == 3
+    assert cfg2["resolved_learner_config"]["meta_steps"] == 4
+    assert cfg1["learner_config"]["meta_steps"] is None
