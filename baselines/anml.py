@@ -169,21 +169,10 @@ class ANMLLearner(HeadOnlyLearner):
         self._fm = functional(self.net, lambda n: n.startswith(("pred.", "head.")))
         self._finish_init()
 
-    def frozen_features(self, x: Tensor) -> Tensor:
-        return self.net.features(x)
-
-    def _pretrain_logits(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-    def _meta_steps_and_lr(self) -> tuple[int, float]:
-        return self.cfg.meta_steps, self.cfg.meta_lr
-
     def _meta_step(self, pool: Any, gen: torch.Generator) -> Tensor:
         """One outer step's loss: a one-class trajectory, then trajectory + remember images."""
         cfg = self.cfg
-        if pool.n_classes > cfg.n_meta_outputs:
-            raise HarnessError(f"the meta-train pool has {pool.n_classes} classes but "
-                               f"n_meta_outputs is {cfg.n_meta_outputs}; raise it")
+        self._check_meta_pool(pool)
         c = int(pool.sample_classes(1, gen)[0])
         traj = pool.sample_from_class(c, cfg.inner_steps, gen)
         rem = pool.sample_random(cfg.remember, gen)

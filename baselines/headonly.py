@@ -257,7 +257,8 @@ class HeadOnlyLearner(MetaTrainable):
     # -- the stream ---------------------------------------------------------------------------
 
     def frozen_features(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The frozen part of the network: `net.features` (ANML's gated, OML's RLN)."""
+        return self.net.features(x)
 
     def features(self, x: Tensor) -> Tensor:
         """Frozen features, memoized on (weights, input bytes) unless `cache_features` is
@@ -349,10 +350,16 @@ class HeadOnlyLearner(MetaTrainable):
         raise NotImplementedError
 
     def _pretrain_logits(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.net(x)
 
     def _meta_steps_and_lr(self) -> tuple[int, float]:
-        raise NotImplementedError
+        return self.cfg.meta_steps, self.cfg.meta_lr
+
+    def _check_meta_pool(self, pool: Any) -> None:
+        """The meta-training output layer must cover every meta-train class."""
+        if pool.n_classes > self.cfg.n_meta_outputs:
+            raise HarnessError(f"the meta-train pool has {pool.n_classes} classes but "
+                               f"n_meta_outputs is {self.cfg.n_meta_outputs}; raise it")
 
     def _pretrain_step(self, pool: Any, gen: torch.Generator) -> Tensor:
         idx = pool.sample_random(self.cfg.pretrain_batch, gen)

@@ -155,20 +155,9 @@ class OMLLearner(HeadOnlyLearner):
         self._fm = functional(self.net.pln, "")
         self._finish_init()
 
-    def frozen_features(self, x: Tensor) -> Tensor:
-        return self.net.features(x)
-
-    def _pretrain_logits(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-    def _meta_steps_and_lr(self) -> tuple[int, float]:
-        return self.cfg.meta_steps, self.cfg.meta_lr
-
     def _meta_step(self, pool: Any, gen: torch.Generator) -> Tensor:
         cfg = self.cfg
-        if pool.n_classes > cfg.n_meta_outputs:
-            raise HarnessError(f"the meta-train pool has {pool.n_classes} classes but "
-                               f"n_meta_outputs is {cfg.n_meta_outputs}; raise it")
+        self._check_meta_pool(pool)
         classes = pool.sample_classes(self._classes, gen).tolist()
         steps = self._steps or int(torch.randint(10, 21, (1,), generator=gen))
         traj, query = [], []
