@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.headonly import HeadOnlyConfig, MetaTrainable
-from harness.config import BuildContext, Progress
+from baselines.nets import kaiming_init
+from harness.config import BuildContext, Progress, check_choice, check_range
 from harness.errors import DivergedError, HarnessError
 from harness.meta import functional, inner_loop
 from harness.protocol import Budget
@@ -70,6 +71,9 @@ class OMLSineConfig(HeadOnlyConfig):
     """Inner SGD steps (batches) per function; >= 1."""
     query_per_function: int = 20
     """Held-out points per function in the outer loss; >= 1."""
+    weight_init: Literal["kaiming", "torch"] = "kaiming"
+    """'kaiming': He-normal weights, zero biases, as the authors' code; 'torch': PyTorch's
+    default."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"order": "first", "meta_steps": 400, "pretrain_steps": 2000},
@@ -78,12 +82,11 @@ class OMLSineConfig(HeadOnlyConfig):
     }
 
     def __post_init__(self) -> None:
-        from harness.config import check_choice, check_range
-
         self._check_common()
         check_range(self, "width", "rep", "meta_steps", "steps_per_function",
                     "query_per_function", ge=1)
         check_choice(self, "order", ("first", "second"))
+        check_choice(self, "weight_init", ("kaiming", "torch"))
         check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLSineLearner:
@@ -110,6 +113,8 @@ class OMLSineLearner(MetaTrainable):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.meta_seed)
             self.net = SineNet(ctx.spec.input_shape[0], cfg.width, cfg.rep)
+            if cfg.weight_init == "kaiming":
+                kaiming_init(self.net)
         self._fm = functional(self.net.pln, "")
         self.to(self.device)
         self._save_reset_point()

@@ -348,3 +348,20 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
         assert drops.loc[metric, "mean_drop"] == pytest.approx(
             relative_drop(acc.loc["anml", metric], acc.loc["anml-iid", metric]))
     assert "## Relative drop below the i.i.d. oracle" in (folder / "leaderboard.md").read_text()
+
+
+def test_oml_init_keeps_features_apart_on_real_omniglot() -> None:
+    """OML's 6-conv RLN has no normalisation: with the authors' He init its features differ
+    between images; with PyTorch's default init they collapse to near-constant (chance-level
+    accuracy at every lr, seen in a real run)."""
+    sc = build_scenario("omniglot-stream", 0, None, {"image_size": "84", "n_classes": "5"})
+    x = sc.experiences[0].x[:20]
+
+    def spread(init: str) -> float:
+        cfg = OMLConfig(channels=32, init="random", weight_init=init)
+        with torch.no_grad():
+            f = learner(cfg, sc).frozen_features(x)
+        return float(f.std(0).mean() / f.abs().mean())
+
+    assert spread("kaiming") > 0.5
+    assert spread("torch") < 0.05
