@@ -76,7 +76,7 @@ class OMLSineConfig(HeadOnlyConfig):
     default."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"order": "first", "meta_steps": 400, "pretrain_steps": 2000},
+        "quick": {"order": "first", "meta_steps": 1000, "pretrain_steps": 2000},
         "long": {"order": "first", "meta_steps": 20000, "pretrain_steps": 20000},
         "paper": {},
     }
