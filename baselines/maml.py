@@ -97,6 +97,9 @@ def scenario_kind(spec: ScenarioSpec) -> Kind:
 class MAMLConfig:
     """MAML (Finn et al. 2017), second order. None = the recipe's value for the scenario."""
 
+    SEEDED_TRAINING: ClassVar[bool] = True
+    """Meta-training draws init and tasks from the run's seed: one checkpoint per seed."""
+
     recipe: str = "quick"
     """'quick' (CPU, minutes) or 'paper' (the published recipe); set by --preset."""
     backbone: str | None = None

@@ -53,6 +53,9 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 class ProtoNetConfig:
     """Prototypical Networks. None = the recipe's value for the scenario kind."""
 
+    SEEDED_TRAINING: ClassVar[bool] = True
+    """Meta-training draws init and tasks from the run's seed: one checkpoint per seed."""
+
     recipe: str = "quick"
     """'quick' (CPU) or 'paper'; set by --preset."""
     backbone: str | None = None

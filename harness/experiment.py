@@ -177,8 +177,13 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
     # by default it is the learner and every training-relevant field of its config.
     ident = (cfg.checkpoint_key() if hasattr(cfg, "checkpoint_key")
              else [entry.id, train_config_hash(cfg)])
-    key = stable_hash([ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
-                       harness.__version__.split(".")[0]])
+    parts = [ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
+             harness.__version__.split(".")[0]]
+    # Learners whose (meta-)training draws its init and tasks from the run's seed (the MAML
+    # family) get one checkpoint per seed; the others train from a config field (meta_seed).
+    if getattr(cfg, "SEEDED_TRAINING", False):
+        parts.append(["seed", run.seed])
+    key = stable_hash(parts)
     if key in _MEMO:
         return _MEMO[key]
     name = ident.get("kind", entry.id) if isinstance(ident, dict) else entry.id

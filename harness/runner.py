@@ -206,6 +206,11 @@ def run_episodes(
         for x, y in ep:
             learner.observe(x.to(device), y.to(device))
         scores[k] = _mean(evaluate(learner, ep.x_test, ep.y_test, spec, device))
+        if not np.isfinite(scores[k]):
+            raise DivergedError(
+                f"episode {k + 1} of {len(episodes)}: the query score "
+                f"is {scores[k]} after adaptation (it diverged); lower the test-time inner "
+                "learning rate or the number of test steps")
         if progress is not None:
             progress("episodes", k + 1, len(episodes), {})
     return EpisodeRecord(scores=scores, wall_s=time.perf_counter() - t0, task=spec.task)

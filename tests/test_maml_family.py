@@ -435,3 +435,48 @@ def test_a_recipe_edit_is_a_new_configuration_with_its_own_run_id(tmp_path, monk
     assert cfg1["resolved_learner_config"]["meta_steps"] == 3
     assert cfg2["resolved_learner_config"]["meta_steps"] == 4
     assert cfg1["learner_config"]["meta_steps"] is None
+
+
+def test_each_seed_meta_trains_its_own_checkpoint(tmp_path, monkeypatch) -> None:
+    """MAML's init and task draws come from the run's seed, so a cached checkpoint of seed 1
+    must not be reused for seed 2 (it was, before the seed was part of the key)."""
+    from harness import experiment
+
+    monkeypatch.setattr(experiment, "_MEMO", {})
+    results = []
+    for seed in (1, 2, 1):
+        run = experiment.RunConfig(
+            scenario="sinusoid-fewshot", learner="maml", seed=seed, out_dir=tmp_path / "res",
+            cache_dir=tmp_path / "cache",
+            overrides={"test_episodes": "2", "val_episodes": "0", "meta_batch": "2",
+                       "meta_steps": "3"})
+        res = experiment.execute(run)
+        assert res.status == "ok", res.error
+        results.append(json.loads(res.csv_path.with_suffix(".json").read_text())["meta_train"])
+    assert results[0]["checkpoint"] != results[1]["checkpoint"]
+    assert not results[1]["checkpoint_cached"]
+    assert results[2]["checkpoint"] == results[0]["checkpoint"]
+
+
+def test_a_diverging_episode_is_a_diverged_run_with_a_clear_message() -> None:
+    from harness.errors import DivergedError
+    from harness.experiment import build_scenario
+    from harness.runner import run_episodes
+
+    sc = build_scenario("sinusoid-fewshot", 0, None, {"test_episodes": "3", "val_episodes": "0"})
+
+    class BlowsUpOnSecond:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def reset(self) -> None:
+            self.n += 1
+
+        def observe(self, x, y) -> None:
+            pass
+
+        def predict(self, x):
+            return torch.full((len(x), 1), 1e30 if self.n == 2 else 0.0)  # finite; MSE inf
+
+    with pytest.raises(DivergedError, match=r"episode 2 of 3: .*it diverged\); lower"):
+        run_episodes(BlowsUpOnSecond(), sc.experiences, sc.spec)
