@@ -156,19 +156,30 @@ class MLP:
     d_in: int = 1
     hidden: tuple[int, ...] = (40, 40)
     n_out: int = 1
+    init_std: float = 0.0
+    """0: PyTorch's Linear init; > 0: weights from a normal with this std truncated at 2 std,
+    zero biases (MAML's code: 0.01 for the sinusoid net)."""
 
     @property
     def feature_dim(self) -> int:
         return self.hidden[-1]
 
+    def _layer(self, d_out: int, d_in: int, g: torch.Generator) -> Params:
+        if not self.init_std:
+            return _linear_init(d_out, d_in, g)
+        w = torch.empty(d_out, d_in)
+        torch.nn.init.trunc_normal_(w, std=self.init_std, a=-2 * self.init_std,
+                                    b=2 * self.init_std, generator=g)
+        return {"weight": w, "bias": torch.zeros(d_out)}
+
     def init(self, g: torch.Generator) -> Params:
         p: Params = {}
         d = self.d_in
         for i, h in enumerate(self.hidden):
-            p.update(_prefixed(f"fc{i}", _linear_init(h, d, g)))
+            p.update(_prefixed(f"fc{i}", self._layer(h, d, g)))
             d = h
         if self.n_out:
-            p.update(_prefixed("head", _linear_init(self.n_out, d, g)))
+            p.update(_prefixed("head", self._layer(self.n_out, d, g)))
         return p
 
     def features(self, params: Params, x: Tensor, n_ref: int | None = None,
@@ -248,6 +259,8 @@ def make_backbone(name: str, input_shape: tuple[int, ...], n_out: int,
     """A backbone by name for a scenario's input shape; `channels=0` means the paper default."""
     if name == "mlp":
         return MLP(d_in=input_shape[0], n_out=n_out)
+    if name == "mlp-maml":  # MAML's sinusoid net as its code initialises it
+        return MLP(d_in=input_shape[0], n_out=n_out, init_std=0.01)
     if len(input_shape) != 3:
         raise ValueError(f"backbone {name!r} needs image inputs [C, H, W], got {input_shape}")
     c, s = input_shape[0], input_shape[-1]
@@ -257,7 +270,7 @@ def make_backbone(name: str, input_shape: tuple[int, ...], n_out: int,
     if name == "resnet12":
         return ResNet12(c, s, n_out=n_out)
     raise ValueError(f"unknown few-shot backbone {name!r}; choose conv4, conv4-stride, "
-                     "resnet12 or mlp")
+                     "resnet12, mlp or mlp-maml")
 
 
 def n_params(params: Params) -> int:

@@ -54,7 +54,7 @@ Kind = Literal["sinusoid", "vector", "omniglot", "omniglot20", "miniimagenet"]
 # 'quick' overrides on top of 'paper'. train_queries: queries per class (points for sinusoid).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
-        "sinusoid": dict(backbone="mlp", inner_lr=0.01, inner_steps=1, test_steps=10,
+        "sinusoid": dict(backbone="mlp-maml", inner_lr=0.01, inner_steps=1, test_steps=10,
                          meta_lr=1e-3, meta_batch=25, meta_steps=70000, train_queries=10,
                          bn="transductive"),
         "vector": dict(backbone="mlp", inner_lr=0.1, inner_steps=1, test_steps=5,
@@ -103,7 +103,8 @@ class MAMLConfig:
     recipe: str = "quick"
     """'quick' (CPU, minutes) or 'paper' (the published recipe); set by --preset."""
     backbone: str | None = None
-    """conv4 | conv4-stride (MAML's Omniglot net) | resnet12 | mlp (sinusoid)."""
+    """conv4 | conv4-stride (MAML's Omniglot net) | resnet12 | mlp | mlp-maml (the sinusoid
+    net with MAML's init: truncated normal std 0.01, zero biases)."""
     channels: int = 0
     """Conv channels (0 = paper default: 64 Omniglot, 32 MiniImageNet)."""
     inner_lr: float | None = None

@@ -266,7 +266,7 @@ def test_maml_meta_training_reduces_sinusoid_error() -> None:
     from scenarios.fewshot import SinusoidFewShotConfig
 
     sc = SinusoidFewShotConfig(test_episodes=30, val_episodes=0).build(0)
-    learner = MAMLConfig(meta_steps=150, meta_batch=10, meta_lr=3e-3).build(
+    learner = MAMLConfig(backbone="mlp", meta_steps=150, meta_batch=10, meta_lr=3e-3).build(
         BuildContext(spec=sc.spec, seed=0))
     before = run_episodes(learner, sc.experiences, sc.spec).scores.mean()
     learner.meta_train(sc.meta_train, Budget(), None)
@@ -480,3 +480,15 @@ def test_a_diverging_episode_is_a_diverged_run_with_a_clear_message() -> None:
 
     with pytest.raises(DivergedError, match=r"episode 2 of 3: .*it diverged\); lower"):
         run_episodes(BlowsUpOnSecond(), sc.experiences, sc.spec)
+
+
+def test_sinusoid_recipe_initialises_the_net_as_maml_code_does() -> None:
+    learner = MAMLConfig().build(BuildContext(spec=REG, seed=0))
+    p = learner.meta_params()
+    for name, v in p.items():
+        if name.endswith("bias"):
+            assert torch.equal(v, torch.zeros_like(v)), name
+        else:
+            assert float(v.abs().max()) <= 0.02 + 1e-7, name
+    w = p["fc1.weight"]
+    assert 0.007 < float(w.std()) < 0.011
