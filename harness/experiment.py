@@ -328,9 +328,12 @@ def _episode_sets(prep: Prepared, cfg: Any, scenario: Scenario, run: RunConfig,
         for steps in grid or (None,):
             c = dataclasses.replace(cfg, test_steps=steps) if steps is not None else cfg
             learner = _instantiate(prep, c, scenario.spec, run, None)
-            rec = run_episodes(learner, episodes, scenario.spec, device=run.device)
             key = (f"mse_{name}_{steps}step" if steps is not None
                    else f"episode_{'mse' if regression else 'acc'}_{name}")
+            try:
+                rec = run_episodes(learner, episodes, scenario.spec, device=run.device)
+            except DivergedError as e:
+                raise DivergedError(f"{key}: {e}") from e
             mean, half, n = metrics.mean_ci95_normal(rec.scores)
             out[key] = (mean, n, rec.scores)
             out[f"{key}_ci95"] = (half, n, np.array([half]))

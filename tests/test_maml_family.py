@@ -492,3 +492,27 @@ def test_sinusoid_recipe_initialises_the_net_as_maml_code_does() -> None:
             assert float(v.abs().max()) <= 0.02 + 1e-7, name
     w = p["fc1.weight"]
     assert 0.007 < float(w.std()) < 0.011
+
+
+def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> None:
+    from harness import experiment
+    from harness.errors import DivergedError
+
+    real = experiment.run_episodes
+    calls = []
+
+    def second_diverges(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # the main test set is first, then the 5-shot 1-step set
+            raise DivergedError("episode 3 of 2: the query score is inf")
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "run_episodes", second_diverges)
+    run = experiment.RunConfig(
+        scenario="sinusoid-fewshot", learner="maml", seed=0, out_dir=tmp_path / "res",
+        cache_dir=tmp_path / "cache",
+        overrides={"test_episodes": "2", "val_episodes": "0", "meta_batch": "2",
+                   "meta_steps": "2"})
+    res = experiment.execute(run)
+    assert res.status == "diverged"
+    assert res.error.startswith("mse_5shot_1step: episode 3"), res.error
