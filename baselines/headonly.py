@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,7 +34,7 @@ from harness.config import (
     check_choice,
     check_range,
     eval_field,
-    stable_hash,
+    train_config_hash,
 )
 from harness.errors import DivergedError, HarnessError
 from harness.fast_eval import FEATURES, head_sgd_sweep, weights_digest
@@ -93,14 +93,7 @@ class HeadOnlyConfig:
         """What a (meta-/pre-)trained checkpoint depends on: the network family and every
         training field. The eval-only fields (lr, the i.i.d. oracle) are left out, so e.g.
         `anml` and `anml-iid` share one meta-trained checkpoint."""
-        return {"kind": f"{self.KIND}-{self.init}", "train": self.training_hash()}
-
-    def training_hash(self) -> str:
-        """Hash of the fields that shape training: eval-only fields and how often progress is
-        checkpointed (`checkpoint_every_s`) are left out."""
-        values = {f.name: str(getattr(self, f.name)) for f in fields(self)
-                  if f.init and not f.metadata.get("eval") and f.name != "checkpoint_every_s"}
-        return stable_hash({"cls": type(self).__name__, **values})
+        return {"kind": f"{self.KIND}-{self.init}", "train": train_config_hash(self)}
 
     def _check_common(self) -> None:
         check_choice(self, "init", ("meta", "random", "pretrain"))
@@ -166,7 +159,7 @@ class MetaTrainable(nn.Module):
                     step_fn: Callable[[Any, torch.Generator], Tensor], budget: Budget,
                     progress: Progress | None, phase: str) -> None:
         cfg = self.cfg
-        key = cfg.training_hash()
+        key = train_config_hash(cfg)
         gen = torch.Generator().manual_seed(derive_seed(cfg.meta_seed, cfg.init))
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         step, elapsed_before = 0, 0.0

@@ -43,6 +43,7 @@ from harness.config import (
     check_range,
     eval_field,
     stable_hash,
+    train_config_hash,
 )
 from harness.errors import DivergedError, HarnessError
 from harness.meta import detach_params, sgd_update
@@ -162,7 +163,7 @@ class MAMLConfig:
     def checkpoint_key(self) -> list[str]:
         """What a meta-trained checkpoint depends on: the learner, its training fields and the
         recipe tables its None fields resolve from (editing a recipe retrains)."""
-        return [self.NAME, training_key(self), stable_hash(RECIPES)]
+        return [self.NAME, train_config_hash(self), stable_hash(RECIPES)]
 
     def resolved(self, spec: ScenarioSpec) -> MAMLConfig:
         """A copy with every None filled from the recipe for this scenario kind."""
@@ -173,17 +174,6 @@ class MAMLConfig:
 
     def build(self, ctx: BuildContext) -> MAMLLearner:
         return MAMLLearner(self.resolved(ctx.spec), ctx)
-
-
-NOT_TRAINING = ("checkpoint_every_s",)
-"""Config fields that do not change the meta-trained weights (kept out of checkpoint keys)."""
-
-
-def training_key(cfg: Any) -> str:
-    """Hash of a config's training fields (eval-only and bookkeeping fields left out)."""
-    return stable_hash({"cls": type(cfg).__name__, **{
-        f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-        if f.init and not f.metadata.get("eval") and f.name not in NOT_TRAINING}})
 
 
 # -- the functional core ----------------------------------------------------------------------

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, scenario_kind, training_key
-from harness.config import BuildContext, Progress, check_choice, stable_hash
+from baselines.maml import ResumableRun, _key, scenario_kind
+from harness.config import BuildContext, Progress, check_choice, stable_hash, train_config_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget
 
@@ -87,7 +87,7 @@ class ProtoNetConfig:
 
     def checkpoint_key(self) -> list[str]:
         """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
-        return ["protonet", training_key(self), stable_hash(RECIPES)]
+        return ["protonet", train_config_hash(self), stable_hash(RECIPES)]
 
     def build(self, ctx: BuildContext) -> ProtoNet:
         kind = scenario_kind(ctx.spec)

@@ -25,8 +25,15 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, scenario_kind, training_key
-from harness.config import BuildContext, Progress, check_choice, eval_field, stable_hash
+from baselines.maml import ResumableRun, _key, scenario_kind
+from harness.config import (
+    BuildContext,
+    Progress,
+    check_choice,
+    eval_field,
+    stable_hash,
+    train_config_hash,
+)
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
@@ -116,7 +123,7 @@ class ReptileConfig:
 
     def checkpoint_key(self) -> list[str]:
         """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
-        return ["reptile", training_key(self), stable_hash(RECIPES)]
+        return ["reptile", train_config_hash(self), stable_hash(RECIPES)]
 
     def build(self, ctx: BuildContext) -> ReptileLearner:
         return ReptileLearner(self.resolved(ctx.spec), ctx)

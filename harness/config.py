@@ -169,10 +169,15 @@ def config_hash(cfg: Any) -> str:
     return stable_hash({"cls": type(cfg).__name__, **to_dict(cfg)})
 
 
+NOT_TRAINING = ("checkpoint_every_s",)
+"""Bookkeeping fields that do not change the trained weights (kept out of checkpoint keys)."""
+
+
 def train_config_hash(cfg: Any) -> str:
-    """Hash of the fields that shape (meta-/pre-)training: eval-only fields left out."""
+    """Hash of the fields that shape (meta-/pre-)training: eval-only fields and bookkeeping
+    (`NOT_TRAINING`: how often progress is checkpointed) left out."""
     d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-         if f.init and not f.metadata.get("eval")}
+         if f.init and not f.metadata.get("eval") and f.name not in NOT_TRAINING}
     return stable_hash({"cls": type(cfg).__name__, **{k: str(v) for k, v in d.items()}})
 
 
