@@ -155,12 +155,19 @@ def _leaderboard_rich(table: Any, title: str) -> Table:
               for p in table.get("scenario_params", pd.Series([""] * len(table)))]
     varying = sorted({k for p in params for k in p if len({str(q.get(k)) for q in params}) > 1})
     metrics = [m for m in KEY_METRICS if f"{m}_mean" in table.columns]
-    for col in ["rank", "learner", "preset", *varying, "seeds", *metrics]:
+    # Failed or diverged runs: a column only where there are any (a group of only those has
+    # no rank and no metrics).
+    failed = "failed" in table.columns and bool((table["failed"].fillna(0) > 0).any())
+    for col in ["rank", "learner", "preset", *varying, "seeds",
+                *(["failed"] if failed else []), *metrics]:
         rich_table.add_column(col, justify="left" if col in ("learner", "preset") else "right")
     for i, (_, row) in enumerate(table.iterrows()):
-        cells = [str(row["rank"]), str(row["learner"]), str(row["preset"])]
+        rank = "-" if pd.isna(row["rank"]) else str(row["rank"])
+        cells = [rank, str(row["learner"]), str(row["preset"])]
         cells += [str(params[i].get(k, "")) for k in varying]
         cells.append(str(row["n_seeds"]))
+        if failed:
+            cells.append(str(int(row["failed"])))
         for m in metrics:
             mean, half = row[f"{m}_mean"], row[f"{m}_ci95"]
             cells.append("" if pd.isna(mean) else f"{mean:.3f}" if pd.isna(half)

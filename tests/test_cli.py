@@ -82,6 +82,15 @@ def test_diverged_run_exits_1(tmp_path: Path) -> None:
                   "my_learners.toy:Diverging", "--out", str(tmp_path), "--quiet", *TINY)
     assert res.exit_code == 1
     assert "diverged" in res.output
+    # The leaderboard lists the diverged run's group with its failure count and no rank.
+    res = _invoke("leaderboard", str(tmp_path / "synthetic-stream"))
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.output.splitlines() if "learner" in line)
+    row = next(line for line in res.output.splitlines() if "Diverging" in line)
+    cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+    names = [c.strip() for c in header.strip("│┃ ").split("┃")]
+    assert cells[names.index("failed")] == "1" and cells[names.index("rank")] == "-"
+    assert "<NA>" not in res.output
 
 
 def test_check_passes_a_good_learner_and_fails_a_bad_one() -> None:
