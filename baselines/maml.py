@@ -42,7 +42,6 @@ from harness.config import (
     check_choice,
     check_range,
     eval_field,
-    stable_hash,
     train_config_hash,
 )
 from harness.errors import DivergedError, HarnessError
@@ -84,6 +83,16 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 """train_queries=0 means 'as many as shots' (MAML's Omniglot code samples K queries)."""
+
+
+def fill_from_recipe(cfg: Any, recipes: dict[str, dict[str, dict[str, Any]]], kind: str,
+                     defaults: dict[str, Any] | None = None) -> Any:
+    """A copy of `cfg` whose None fields take the value of `recipes` for this scenario kind:
+    the 'paper' entry, overridden by the entry of the config's own recipe ('quick'), then
+    `defaults` for what neither sets."""
+    values = {**(defaults or {}), **recipes["paper"][kind], **recipes[cfg.recipe].get(kind, {})}
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items()
+                                       if getattr(cfg, k) is None})
 
 
 def scenario_kind(spec: ScenarioSpec) -> Kind:
@@ -165,16 +174,14 @@ class MAMLConfig:
         check_range(self, "test_steps", ge=0)
 
     def checkpoint_key(self) -> list[str]:
-        """What a meta-trained checkpoint depends on: the learner, its training fields and the
-        recipe tables its None fields resolve from (editing a recipe retrains)."""
-        return [self.NAME, train_config_hash(self), stable_hash(RECIPES)]
+        """What a meta-trained checkpoint depends on: the learner and its training fields. The
+        harness keys the config `resolved` for the scenario, so editing the recipe of one
+        scenario kind retrains that kind only."""
+        return [self.NAME, train_config_hash(self)]
 
     def resolved(self, spec: ScenarioSpec) -> MAMLConfig:
         """A copy with every None filled from the recipe for this scenario kind."""
-        kind = scenario_kind(spec)
-        values = {**RECIPES["paper"][kind], **RECIPES[self.recipe].get(kind, {})}
-        return dataclasses.replace(self, **{k: v for k, v in values.items()
-                                            if getattr(self, k) is None})
+        return fill_from_recipe(self, RECIPES, scenario_kind(spec))
 
     def build(self, ctx: BuildContext) -> MAMLLearner:
         return MAMLLearner(self.resolved(ctx.spec), ctx)

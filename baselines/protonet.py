@@ -18,7 +18,6 @@ Published (Snell et al. 2017, Table 1, 28x28 Omniglot, trained 60-way): 5-way 1-
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -28,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, scenario_kind
-from harness.config import BuildContext, Progress, check_choice, stable_hash, train_config_hash
+from baselines.maml import ResumableRun, _key, fill_from_recipe, scenario_kind
+from harness.config import BuildContext, Progress, check_choice, train_config_hash
 from harness.errors import DivergedError, HarnessError
-from harness.protocol import Budget
+from harness.protocol import Budget, ScenarioSpec
 
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
@@ -86,18 +85,19 @@ class ProtoNetConfig:
         check_choice(self, "recipe", RECIPES)
 
     def checkpoint_key(self) -> list[str]:
-        """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
-        return ["protonet", train_config_hash(self), stable_hash(RECIPES)]
+        """The learner and its training fields, of the resolved config (see baselines/maml.py)."""
+        return ["protonet", train_config_hash(self)]
 
-    def build(self, ctx: BuildContext) -> ProtoNet:
-        kind = scenario_kind(ctx.spec)
+    def resolved(self, spec: ScenarioSpec) -> ProtoNetConfig:
+        """A copy with every None filled from the recipe for this scenario kind."""
+        kind = scenario_kind(spec)
         if kind == "sinusoid":
             raise HarnessError("protonet classifies; pick a classification scenario")
-        values = {**RECIPES["paper"][kind], **RECIPES[self.recipe].get(kind, {})}
-        values["backbone"] = "mlp" if kind == "vector" else "conv4"
-        cfg = dataclasses.replace(self, **{k: v for k, v in values.items()
-                                           if getattr(self, k) is None})
-        return ProtoNet(cfg, ctx)
+        return fill_from_recipe(self, RECIPES, kind,
+                                {"backbone": "mlp" if kind == "vector" else "conv4"})
+
+    def build(self, ctx: BuildContext) -> ProtoNet:
+        return ProtoNet(self.resolved(ctx.spec), ctx)
 
 
 def proto_logits(f_support: Tensor, y_support: Tensor, f_query: Tensor, n_way: int) -> Tensor:

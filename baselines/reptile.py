@@ -14,7 +14,6 @@ transductive), with 1 query per class over 10,000 tasks and 50 test iterations.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -25,13 +24,12 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, scenario_kind
+from baselines.maml import ResumableRun, _key, fill_from_recipe, scenario_kind
 from harness.config import (
     BuildContext,
     Progress,
     check_choice,
     eval_field,
-    stable_hash,
     train_config_hash,
 )
 from harness.errors import DivergedError, HarnessError
@@ -115,15 +113,11 @@ class ReptileConfig:
         check_choice(self, "recipe", RECIPES)
 
     def resolved(self, spec: ScenarioSpec) -> ReptileConfig:
-        kind = scenario_kind(spec)
-        values = {**RECIPES["paper"][kind], **RECIPES[self.recipe].get(kind, {})}
-        values.setdefault("inner_opt", "adam")
-        return dataclasses.replace(self, **{k: v for k, v in values.items()
-                                            if getattr(self, k) is None})
+        return fill_from_recipe(self, RECIPES, scenario_kind(spec), {"inner_opt": "adam"})
 
     def checkpoint_key(self) -> list[str]:
-        """The learner, its training fields and the recipe tables (see baselines/maml.py)."""
-        return ["reptile", train_config_hash(self), stable_hash(RECIPES)]
+        """The learner and its training fields, of the resolved config (see baselines/maml.py)."""
+        return ["reptile", train_config_hash(self)]
 
     def build(self, ctx: BuildContext) -> ReptileLearner:
         return ReptileLearner(self.resolved(ctx.spec), ctx)

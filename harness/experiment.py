@@ -174,9 +174,12 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
     """Build the learner once and meta-train it (or load the cached checkpoint)."""
     cache = run.cache_dir or default_cache_dir()
     # A config may say what its checkpoint depends on (e.g. a shared pre-trained backbone);
-    # by default it is the learner and every training-relevant field of its config.
-    ident = (cfg.checkpoint_key() if hasattr(cfg, "checkpoint_key")
-             else [entry.id, train_config_hash(cfg)])
+    # by default it is the learner and every training-relevant field of its config. A config
+    # whose None fields resolve from recipe tables per scenario is keyed resolved.
+    resolve = getattr(cfg, "resolved", None)
+    key_cfg = resolve(scenario.spec) if resolve is not None else cfg
+    ident = (key_cfg.checkpoint_key() if hasattr(key_cfg, "checkpoint_key")
+             else [entry.id, train_config_hash(key_cfg)])
     parts = [ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
              harness.__version__.split(".")[0]]
     # Learners whose (meta-)training draws its init and tasks from the run's seed (the MAML

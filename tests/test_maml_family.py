@@ -383,17 +383,31 @@ def test_resnet12_and_conv4_shapes_under_vmap() -> None:
     assert learner.net.feature_dim == 640
 
 
-def test_checkpoint_key_follows_training_fields_and_recipes(monkeypatch) -> None:
-    from baselines import maml
+def test_checkpoint_key_follows_training_fields_and_only_its_own_recipe(monkeypatch) -> None:
+    """The harness keys a checkpoint on the config resolved for the scenario: an edit of one
+    scenario kind's recipe retrains that kind, and leaves the others' checkpoints valid."""
+    from baselines import maml, protonet
 
-    key = MAMLConfig().checkpoint_key()
-    assert MAMLConfig(checkpoint_every_s=5.0).checkpoint_key() == key
-    assert MAMLConfig(test_steps=3).checkpoint_key() == key, "eval-only fields are not keyed"
-    assert MAMLConfig(meta_lr=3e-3).checkpoint_key() != key
-    assert FOMAMLConfig().checkpoint_key() != key
-    changed = {**maml.RECIPES, "quick": {**maml.RECIPES["quick"], "omniglot": {}}}
-    monkeypatch.setattr(maml, "RECIPES", changed)
-    assert MAMLConfig().checkpoint_key() != key, "editing a recipe must retrain"
+    omni = ScenarioSpec(input_shape=(1, 28, 28), n_outputs=5, episodic=True)
+    sine = ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True)
+
+    def key(cfg, spec):
+        return cfg.resolved(spec).checkpoint_key()
+
+    k_omni, k_sine = key(MAMLConfig(), omni), key(MAMLConfig(), sine)
+    assert k_omni != k_sine
+    assert key(MAMLConfig(checkpoint_every_s=5.0), omni) == k_omni
+    assert key(MAMLConfig(test_steps=3), omni) == k_omni, "eval-only fields are not keyed"
+    assert key(MAMLConfig(meta_lr=3e-3), omni) != k_omni
+    assert key(FOMAMLConfig(), omni) != k_omni
+    k_proto = key(ProtoNetConfig(), omni)
+    monkeypatch.setitem(maml.RECIPES["quick"], "omniglot",
+                        {**maml.RECIPES["quick"]["omniglot"], "meta_steps": 7})
+    monkeypatch.setitem(protonet.RECIPES["quick"], "omniglot",
+                        {**protonet.RECIPES["quick"]["omniglot"], "meta_steps": 7})
+    assert key(MAMLConfig(), omni) != k_omni, "editing a recipe must retrain"
+    assert key(MAMLConfig(), sine) == k_sine, "another kind's recipe edit must not retrain"
+    assert key(ProtoNetConfig(), omni) != k_proto
 
 
 def test_batch_norm_matches_torch_and_uses_only_the_reference_rows():
