@@ -158,12 +158,16 @@ def _leaderboard_rich(table: Any, title: str) -> Table:
     # Failed or diverged runs: a column only where there are any (a group of only those has
     # no rank and no metrics).
     failed = "failed" in table.columns and bool((table["failed"].fillna(0) > 0).any())
-    for col in ["rank", "learner", "preset", *varying, "seeds",
-                *(["failed"] if failed else []), *metrics]:
+    # Two configurations of one learner (e.g. different meta_steps): tell them apart.
+    config = "config_hash" in table.columns and bool(
+        table.duplicated(["learner", "preset"]).any())
+    for col in ["rank", "learner", "preset", *(["config"] if config else []), *varying,
+                "seeds", *(["failed"] if failed else []), *metrics]:
         rich_table.add_column(col, justify="left" if col in ("learner", "preset") else "right")
     for i, (_, row) in enumerate(table.iterrows()):
         rank = "-" if pd.isna(row["rank"]) else str(row["rank"])
         cells = [rank, str(row["learner"]), str(row["preset"])]
+        cells += [str(row["config_hash"])[:8]] if config else []
         cells += [str(params[i].get(k, "")) for k in varying]
         cells.append(str(row["n_seeds"]))
         if failed:

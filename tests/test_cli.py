@@ -145,3 +145,26 @@ def test_threads_option_sets_torch_threads_and_rejects_negatives(monkeypatch) ->
         assert bad.exit_code == 2 and "--threads must be >= 0" in bad.output
     finally:
         torch.set_num_threads(1)
+
+
+def test_leaderboard_table_tells_two_configs_of_one_learner_apart() -> None:
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from harness.cli import _leaderboard_rich
+
+    table = pd.DataFrame({
+        "rank": [1, 2, 3], "learner": ["maml", "maml", "anil"], "preset": ["quick"] * 3,
+        "config_hash": ["aaaa1111bbbb", "cccc2222dddd", "eeee3333ffff"], "n_seeds": [1, 1, 1],
+        "failed": [0, 0, 0], "scenario_params": ["{}"] * 3,
+        "episode_acc_mean": [0.9, 0.8, 0.7], "episode_acc_ci95": [float("nan")] * 3})
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(_leaderboard_rich(table, "t"))
+    text = buf.getvalue()
+    assert "aaaa1111" in text and "cccc2222" in text and "config" in text
+    assert "failed" not in text, "no failed column when nothing failed"
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(_leaderboard_rich(table[table.learner == "anil"], "t"))
+    assert "config" not in buf.getvalue(), "one configuration per learner: no config column"
