@@ -4,6 +4,7 @@ ANIL/BOIL's adapted parameter sets, sparse-MAML's mask gradients, resumable meta
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -532,3 +533,40 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
     res = experiment.execute(run)
     assert res.status == "diverged"
     assert res.error.startswith("mse_5shot_1step: episode 3"), res.error
+
+
+@pytest.mark.parametrize(("learner", "scenario", "extra", "expect"), [
+    ("maml", "omniglot-fewshot", {"ways": "20"},
+     {"inner_steps_train": 5, "inner_lr": 0.1, "meta_batch": 16, "backbone": "conv4-stride"}),
+    ("maml++", "omniglot-fewshot", {"ways": "20"},
+     {"inner_steps_train": 5, "inner_steps_test": 5, "meta_batch": 16}),
+    ("maml", "miniimagenet-fewshot", {"shots": "1"},
+     {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 4, "backbone": "conv4"}),
+    ("maml", "miniimagenet-fewshot", {"shots": "5"},
+     {"inner_steps_train": 5, "inner_steps_test": 10, "backbone": "conv4"}),
+])
+def test_paper_preset_of_the_gpu_rows_runs_end_to_end(tmp_path, monkeypatch, learner, scenario,
+                                                       extra, expect) -> None:
+    """The rows only a GPU can reproduce (MAML / MAML++ Omniglot 20-way, MiniImageNet 5-way
+    1/5-shot) are checked here on the CPU with two meta-steps: the `paper` preset resolves to
+    the published recipe, runs, and records its conventions (transductive batch norm)."""
+    from harness import experiment
+    from scenarios.miniimagenet_data import write_fake_cache
+
+    monkeypatch.setattr(experiment, "_MEMO", {})
+    data = None
+    overrides = {"meta_steps": "2", "test_episodes": "2", "val_episodes": "0", **extra}
+    if scenario == "miniimagenet-fewshot":  # 16x16 fake images: the conv4 pools down to 1x1
+        data = write_fake_cache(tmp_path / "mini", image_size=16)
+        overrides["image_size"] = "16"
+    run = experiment.RunConfig(scenario=scenario, learner=learner, preset="paper",
+                               out_dir=tmp_path / "res", cache_dir=tmp_path / "cache",
+                               data_dir=data, overrides=overrides)
+    res = experiment.execute(run)
+    assert res.status == "ok", res.error
+    rows = {r["metric"]: r for r in csv.DictReader(res.csv_path.open())}
+    row = rows["episode_acc"]
+    assert 0.0 <= float(row["value"]) <= 1.0 and int(row["n"]) == 2
+    assert row["transductive_bn"] == "True" and row["preset"] == "paper"
+    for k, v in expect.items():
+        assert row[k] == str(v), (k, row[k])
