@@ -570,3 +570,30 @@ def test_paper_preset_of_the_gpu_rows_runs_end_to_end(tmp_path, monkeypatch, lea
     assert row["transductive_bn"] == "True" and row["preset"] == "paper"
     for k, v in expect.items():
         assert row[k] == str(v), (k, row[k])
+
+
+def test_sine_trajectory_script_meta_trains_exactly_as_the_harness(tmp_path) -> None:
+    """docs/maml.md compares seeds with docs/scripts/maml_sine_trajectory.py, which claims to
+    reproduce the harness's meta-training step for step: its weights after 5 steps must equal
+    MAMLLearner.meta_train's."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from scenarios.fewshot import SinusoidSampler
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "maml_sine_trajectory.py"
+    out = subprocess.run([sys.executable, str(script), "3", "--steps", "5", "--every", "5",
+                          "--save", str(tmp_path / "w.safetensors")],
+                         capture_output=True, text=True, check=True, timeout=300)
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    assert line["step"] == 5 and set(line["test"]) == {
+        f"K{k}_S{s}" for k in (5, 10) for s in (0, 1, 2, 5, 9, 10)}
+    assert line["test"]["K5_S0"] == line["test"]["K10_S0"], "S=0 does not depend on K"
+    spec = ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True)
+    learner = MAMLConfig(recipe="quick", meta_steps=5).build(BuildContext(spec=spec, seed=3))
+    learner.meta_train(SinusoidSampler(10, 10), Budget(), None)
+    script_state = load_file(str(tmp_path / "w.safetensors"))
+    for k, v in learner.state_dict().items():
+        assert torch.equal(script_state[k], v), k
