@@ -1,18 +1,22 @@
 """MAML sinusoid: test MSE of one seed's meta-weights along meta-training (docs/maml.md).
 
     python docs/scripts/maml_sine_trajectory.py SEED [--steps 70000] [--every 10000]
+        [--save W.safetensors]
+    python docs/scripts/maml_sine_trajectory.py SEED --load W.safetensors [--test-lr 0.0005]
 
 Meta-trains exactly as `harness run --scenario sinusoid-fewshot --learner maml --seed SEED`
 does (quick recipe, same initialisation and task draws), but every `--every` meta-steps
 scores the current meta-weights on one fixed set of 600 test functions that does not depend
 on SEED (so seeds are compared on the same functions) and on 200 validation functions: MSE
 on 100 points per function after S = 0, 1, 2, 5, 9, 10 SGD steps from K = 5 and 10 points.
-Prints one JSON line per evaluation. A diagnostic: nothing is written to results/.
+Prints one JSON line per evaluation. `--load` scores saved meta-weights instead of training,
+at the recipe's inner lr or at `--test-lr`. A diagnostic: nothing is written to results/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -57,12 +61,23 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", help="write the final meta-weights here (safetensors)")
+    ap.add_argument("--load", help="score these meta-weights (from --save); no training")
+    ap.add_argument("--test-lr", type=float, help="inner lr when scoring (default: recipe's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = MAMLConfig(recipe="quick").resolved(SPEC)
     learner = cfg.build(BuildContext(spec=SPEC, seed=a.seed))
     tasks = SinusoidSampler(10, cfg.train_queries)
     test, val = function_set(600, 4242), function_set(200, 777)
+    if a.load:
+        from safetensors.torch import load_file
+
+        learner.load_state_dict(load_file(a.load))
+        if a.test_lr:
+            learner.cfg = dataclasses.replace(learner.cfg, inner_lr=a.test_lr)
+        print(json.dumps({"seed": a.seed, "weights": a.load, "inner_lr": learner.cfg.inner_lr,
+                          "test": score(learner, test), "val": score(learner, val)}))
+        return
     # The same generator, optimiser and loss as MAMLLearner.meta_train.
     g = torch.Generator().manual_seed(a.seed + 7919)
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.meta_lr)
