@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -404,7 +405,8 @@ class MAMLLearner(nn.Module):
                 sched.step()
             if progress is not None and (step % 10 == 0 or step == total - 1):
                 progress("meta-train", step + 1, total,
-                         {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
+                         {"loss": float(loss.detach()),
+                          "mse" if self.regression else "acc": float(score.detach())})
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = step + 1 if total > start else start
@@ -515,8 +517,12 @@ def resume(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Ge
             opt.state[by_name[name]][field] = v.clone()
     g.set_state(tensors["rng"])
     if sched is not None:
-        for _ in range(int(meta.get("sched", 0))):
-            sched.step()
+        # Fast-forward the schedule; torch warns that no optimizer step came first, which is
+        # the point here (the optimizer state was restored above).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step")
+            for _ in range(int(meta.get("sched", 0))):
+                sched.step()
     return int(meta["step"]), float(meta.get("elapsed_s", 0.0))
 
 
