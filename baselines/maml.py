@@ -409,7 +409,7 @@ class MAMLLearner(nn.Module):
                           "mse" if self.regression else "acc": float(score.detach())})
             if run.step_done(step + 1) > limit:
                 break
-        self.meta_steps_done = step + 1 if total > start else start
+        self.meta_steps_done = run.steps  # fewer than meta_steps where a time limit stopped it
         run.finish()
 
     # -- the episode protocol -----------------------------------------------------------------
@@ -538,12 +538,15 @@ class ResumableRun:
         self.path, self.every_s = path, every_s
         # The step to start at, and the seconds the interrupted runs spent (0 unless resumed).
         self.start, self.seconds_before = resume(model, opt, sched, g, path)
+        self.steps = self.start
+        """Meta-steps done in all so far (the learner's `meta_steps_done` when it stops)."""
         self.t0 = self.last_save = time.perf_counter()
 
     def step_done(self, steps: int) -> float:
         """Call after each step (`steps` done in all); saves when one is due. Returns the
         seconds of this call so far (for its time limit)."""
         now = time.perf_counter()
+        self.steps = steps
         if self.path is not None and now - self.last_save > self.every_s:
             save_partial(self.model, self.opt, self.sched, self.g, steps, self.path,
                          self.seconds_before + now - self.t0)

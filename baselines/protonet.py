@@ -161,6 +161,7 @@ class ProtoNet(nn.Module):
                 progress("meta-train", step + 1, total, {"loss": float(loss), "acc": float(acc)})
             if run.step_done(step + 1) > limit:
                 break
+        self.meta_steps_done = run.steps
         run.finish()
 
     def reset(self) -> None:

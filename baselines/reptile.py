@@ -215,6 +215,7 @@ class ReptileLearner(nn.Module):
                 progress("meta-train", step + 1, total, {"eps": eps})
             if run.step_done(step + 1) > limit:
                 break
+        self.meta_steps_done = run.steps
         run.finish()
 
     def reset(self) -> None:

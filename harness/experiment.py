@@ -205,21 +205,26 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
         if checkpoint.exists(path):
             state, meta = checkpoint.load(path)
             learner.load_state_dict(state)
-            info.update(meta_train_s=float(meta.get("meta_train_s", 0.0)), checkpoint_cached=True)
+            info.update(meta_train_s=float(meta.get("meta_train_s", 0.0)), checkpoint_cached=True,
+                        meta_steps_done=meta.get("meta_steps_done"))
         else:
             t0 = time.perf_counter()
             learner.meta_train(scenario.meta_train, Budget(), progress)
             # A run resumed from a partial checkpoint also counts the interrupted runs' time.
             elapsed = time.perf_counter() - t0 + float(getattr(learner, "resumed_seconds", 0.0))
             state = {k: v.detach().cpu().clone() for k, v in learner.state_dict().items()}
+            # Meta-steps actually taken, where the learner counts them (a time limit can stop
+            # it before its configured number).
+            steps_done = getattr(learner, "meta_steps_done", None)
             checkpoint.save(path, state, {
                 "learner": entry.id, "config": to_dict(cfg), "scenario": scenario.id,
                 "scenario_version": scenario.version,
                 "meta_train_data": meta_train_fingerprint(scenario),
                 "harness_version": harness.__version__, "meta_train_s": elapsed,
+                "meta_steps_done": steps_done,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             })
-            info.update(meta_train_s=elapsed)
+            info.update(meta_train_s=elapsed, meta_steps_done=steps_done)
         info["checkpoint"] = str(path)
     prepared = Prepared(state=state, info=info)
     _MEMO[key] = prepared
@@ -424,6 +429,8 @@ def execute(run: RunConfig, progress: Progress | None = None,
         values["samples_per_s"] = (samples / stream_s if stream_s > 0 else 0.0, samples)
         values["params"] = (float(_n_params(learner)), 1)
         values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)
+        if prep.info.get("meta_steps_done") is not None:
+            values["meta_steps_done"] = (float(prep.info["meta_steps_done"]), 1)
     except HarnessError:
         raise
     except DivergedError as e:

@@ -597,3 +597,25 @@ def test_sine_trajectory_script_meta_trains_exactly_as_the_harness(tmp_path) -> 
     script_state = load_file(str(tmp_path / "w.safetensors"))
     for k, v in learner.state_dict().items():
         assert torch.equal(script_state[k], v), k
+
+
+def test_a_time_limited_meta_training_records_the_steps_it_took(tmp_path, monkeypatch) -> None:
+    """time_limit_s can stop meta-training before meta_steps: the row must say how many steps
+    were taken (from the fresh run and from the cached checkpoint alike)."""
+    from harness import experiment
+
+    def steps_row() -> dict[str, str]:
+        monkeypatch.setattr(experiment, "_MEMO", {})
+        run = experiment.RunConfig(
+            scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / "res",
+            cache_dir=tmp_path / "cache",
+            overrides={"test_episodes": "2", "val_episodes": "0", "meta_batch": "2",
+                       "meta_steps": "1000", "time_limit_s": "1e-9"})
+        res = experiment.execute(run)
+        assert res.status == "ok", res.error
+        return {r["metric"]: r for r in csv.DictReader(res.csv_path.open())}
+
+    rows = steps_row()
+    assert float(rows["meta_steps_done"]["value"]) == 1.0  # stopped after its first step
+    assert rows["episode_mse"]["meta_steps"] == "1000"
+    assert float(steps_row()["meta_steps_done"]["value"]) == 1.0, "cached checkpoint"
