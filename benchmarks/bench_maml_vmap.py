@@ -4,7 +4,8 @@ number of inner steps grows (DESIGN.md D8; target: vmap >= 3x the loop on CPU at
 Omniglot 5-way 1-shot).
 
     python benchmarks/bench_maml_vmap.py [--meta-batch 32] [--queries 1] [--repeats 5]
-        [--threads 1] [--memory-steps 1,2,5,10] [--no-compile] [--no-memory]
+        [--threads 1] [--memory-steps 1,2,5,10] [--no-compile] [--no-memory] [--device cuda]
+        [--tf32]
 
 Timing: one meta-gradient (forward through the inner loop, backward to the meta-weights) on
 identical tasks drawn from `omniglot-fewshot`, with MAML's Omniglot net (conv4, stride-2, 64
@@ -78,6 +79,10 @@ def vmap_meta_grad(learner, xs, ys, xq, yq, fn=None) -> tuple[float, dict]:
     return loss.item(), {k: v.grad.clone() for k, v in learner.meta_params().items()}
 
 
+MISMATCHES: list[str] = []
+"""Default methods whose meta-gradient differs from the loop's (the run exits 1 at the end)."""
+
+
 def timing(args) -> None:
     sc = OmniglotFewShotConfig(test_episodes=1, val_episodes=0).build(0)
     learner = make_learner(sc.spec, device=args.device)
@@ -128,8 +133,8 @@ def timing(args) -> None:
         same = abs(loss - ref_loss) < 1e-4 * max(1.0, abs(ref_loss)) and diff < 1e-4
         print(f"{name:32s} {t:13.3f} {ref_t / t:8.2f}x {loss:10.5f} {diff:12.2e}"
               f"{'' if same else '  MISMATCH: not the same meta-gradient'}")
-        if name.startswith("vmap (default)"):
-            assert same, "vmap and the per-task loop must give the same meta-gradient"
+        if name.startswith("vmap (default)") and not same:
+            MISMATCHES.append(name)
 
 
 MEMORY_CHILD = """
@@ -186,12 +191,23 @@ def main() -> None:
     ap.add_argument("--memory-steps", default="1,2,5,10")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-memory", dest="memory", action="store_false")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: keep TF32 convolutions on")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not args.tf32:
+        # TF32 convolutions (cuDNN's default) round to 10 mantissa bits; the second-order
+        # meta-gradient amplifies that (20% of the largest entry on an H200), so the equality
+        # check and the timings run in full fp32 unless --tf32 is given.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    if args.device.startswith("cuda"):
+        print(f"TF32: {'on' if torch.backends.cudnn.allow_tf32 else 'off'}")
     timing(args)
     if args.memory:
         memory(args)
+    if MISMATCHES:
+        sys.exit(f"vmap and the per-task loop gave different meta-gradients: {MISMATCHES}")
 
 
 if __name__ == "__main__":
