@@ -48,7 +48,9 @@ def provenance(device: str) -> dict[str, str]:
     """Versions and machine facts recorded with every row."""
     dev = device
     if device.startswith("cuda") and torch.cuda.is_available():
-        dev = f"{device}:{torch.cuda.get_device_name()}"
+        # TF32 convolutions (on by default) round to 10 mantissa bits; say which was used.
+        tf32 = "on" if torch.backends.cudnn.allow_tf32 else "off"
+        dev = f"{device}:{torch.cuda.get_device_name()} (tf32 conv {tf32})"
     elif device == "cpu":
         dev = f"cpu:{platform.machine()}x{torch.get_num_threads()}"
     return {"harness_version": harness.__version__, "git_sha": git_sha(),

@@ -188,3 +188,17 @@ def test_compare_routes_learner_keys_and_presets_to_the_learners_that_have_them(
     assert "buffer_size" not in cfgs[1]["learner_config"]
     with pytest.raises(HarnessError, match="neither"):
         compare(_cfg(tmp_path, "finetune", overrides={"nonsense": "1"}), ["replay"], [0])
+
+
+def test_gpu_provenance_says_whether_tf32_convolutions_were_on(monkeypatch) -> None:
+    import torch
+
+    from harness.results import provenance
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert provenance("cuda")["device"] == "cuda:Fake GPU (tf32 conv on)"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert provenance("cuda")["device"] == "cuda:Fake GPU (tf32 conv off)"
+    assert provenance("cpu")["device"].startswith("cpu:")
