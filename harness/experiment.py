@@ -169,15 +169,22 @@ class Prepared:
 _MEMO: dict[str, Prepared] = {}
 
 
+def resolved_config(cfg: Any, spec: ScenarioSpec) -> Any:
+    """The config as it runs on a scenario with this spec: a config whose None fields resolve
+    from recipe tables per scenario kind (the MAML family, Reptile, ProtoNets) has them filled;
+    any other is returned as it is."""
+    resolve = getattr(cfg, "resolved", None)
+    return resolve(spec) if resolve is not None else cfg
+
+
 def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
             progress: Progress | None) -> Prepared:
     """Build the learner once and meta-train it (or load the cached checkpoint)."""
     cache = run.cache_dir or default_cache_dir()
     # A config may say what its checkpoint depends on (e.g. a shared pre-trained backbone);
-    # by default it is the learner and every training-relevant field of its config. A config
-    # whose None fields resolve from recipe tables per scenario is keyed resolved.
-    resolve = getattr(cfg, "resolved", None)
-    key_cfg = resolve(scenario.spec) if resolve is not None else cfg
+    # by default it is the learner and every training-relevant field of its config, resolved
+    # for the scenario (an edit of one scenario kind's recipe retrains that kind only).
+    key_cfg = resolved_config(cfg, scenario.spec)
     ident = (key_cfg.checkpoint_key() if hasattr(key_cfg, "checkpoint_key")
              else [entry.id, train_config_hash(key_cfg)])
     parts = [ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
@@ -369,10 +376,8 @@ def execute(run: RunConfig, progress: Progress | None = None,
             f"{run.scenario!r} is {scenario.spec.task}"
         )
     cfg = make_config(l_entry, run.preset, l_over)
-    # A config whose None fields resolve from recipe tables per scenario (the MAML family) is
-    # hashed resolved: a recipe edit is a different configuration, and gets a new run id.
-    resolve = getattr(cfg, "resolved", None)
-    resolved = resolve(scenario.spec) if resolve is not None else cfg
+    # Hashed resolved: a recipe edit is a different configuration, and gets a new run id.
+    resolved = resolved_config(cfg, scenario.spec)
     chash = stable_hash([config_hash(resolved), {k: v for k, v in scenario.params.items()
                                              if k != "seed"}, run.tune_lr, run.lr_grid], 12)
     run_id = safe_id(f"{run.learner}-{chash[:8]}-{run.preset}-s{run.seed}-"
