@@ -538,8 +538,8 @@ class ResumableRun:
         self.path, self.every_s = path, every_s
         # The step to start at, and the seconds the interrupted runs spent (0 unless resumed).
         self.start, self.seconds_before = resume(model, opt, sched, g, path)
+        # Meta-steps done in all so far (the learner's `meta_steps_done` when it stops).
         self.steps = self.start
-        """Meta-steps done in all so far (the learner's `meta_steps_done` when it stops)."""
         self.t0 = self.last_save = time.perf_counter()
 
     def step_done(self, steps: int) -> float:
