@@ -173,6 +173,7 @@ class MAMLConfig:
         check_range(self, "inner_lr", "meta_lr", gt=0)  # None: the recipe's value
         check_range(self, "inner_steps", "meta_batch", "meta_steps", ge=1)
         check_range(self, "test_steps", ge=0)
+        check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
 
     def checkpoint_key(self) -> list[str]:
         """What a meta-trained checkpoint depends on: the learner and its training fields. The

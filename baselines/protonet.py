@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from baselines.fewshot_nets import Params, make_backbone
 from baselines.maml import ResumableRun, _key, fill_from_recipe, scenario_kind
-from harness.config import BuildContext, Progress, check_choice, train_config_hash
+from harness.config import BuildContext, Progress, check_choice, check_range, train_config_hash
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
@@ -83,6 +83,7 @@ class ProtoNetConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "recipe", RECIPES)
+        check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
 
     def checkpoint_key(self) -> list[str]:
         """The learner and its training fields, of the resolved config (see baselines/maml.py)."""

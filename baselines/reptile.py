@@ -29,6 +29,7 @@ from harness.config import (
     BuildContext,
     Progress,
     check_choice,
+    check_range,
     eval_field,
     train_config_hash,
 )
@@ -111,6 +112,7 @@ class ReptileConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "recipe", RECIPES)
+        check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
 
     def resolved(self, spec: ScenarioSpec) -> ReptileConfig:
         return fill_from_recipe(self, RECIPES, scenario_kind(spec), {"inner_opt": "adam"})

@@ -619,3 +619,11 @@ def test_a_time_limited_meta_training_records_the_steps_it_took(tmp_path, monkey
     assert float(rows["meta_steps_done"]["value"]) == 1.0  # stopped after its first step
     assert rows["episode_mse"]["meta_steps"] == "1000"
     assert float(steps_row()["meta_steps_done"]["value"]) == 1.0, "cached checkpoint"
+
+
+@pytest.mark.parametrize("cfg_class", [MAMLConfig, ReptileConfig, ProtoNetConfig])
+def test_a_negative_time_limit_is_rejected_not_read_as_no_limit(cfg_class) -> None:
+    with pytest.raises(ValueError, match="time_limit_s must be >= 0, got -1"):
+        cfg_class(time_limit_s=-1.0)
+    with pytest.raises(ValueError, match="checkpoint_every_s must be >= 0"):
+        cfg_class(checkpoint_every_s=-5.0)
