@@ -160,7 +160,9 @@ class MAMLConfig:
     grad_clip: float = 0.0
     """Clip the meta-gradient norm (0 = off)."""
     time_limit_s: float = 0.0
-    """Stop meta-training after this many seconds (0 = no limit; makes runs machine-dependent)."""
+    """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
+    keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
+    record meta_steps_done."""
     checkpoint_every_s: float = 120.0
     """Save a resumable partial checkpoint this often during meta-training."""
 
@@ -411,7 +413,7 @@ class MAMLLearner(nn.Module):
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = run.steps  # fewer than meta_steps where a time limit stopped it
-        run.finish()
+        self.meta_train_complete = run.finish(total)
 
     # -- the episode protocol -----------------------------------------------------------------
 
@@ -554,11 +556,19 @@ class ResumableRun:
             self.last_save = now
         return now - self.t0
 
-    def finish(self) -> None:
-        """Training is over: remove the partial checkpoint."""
-        if self.path is not None:
-            for p in (self.path, self.path.with_suffix(".json")):
-                p.unlink(missing_ok=True)
+    def finish(self, total: int) -> bool:
+        """Training stopped after `self.steps` of `total` steps. Complete: remove the partial
+        checkpoint. Stopped early (a time limit): save it, so that the next run with the same
+        config resumes here instead of starting over. Returns whether training is complete."""
+        if self.path is None:
+            return self.steps >= total
+        if self.steps < total:
+            save_partial(self.model, self.opt, self.sched, self.g, self.steps, self.path,
+                         self.seconds_before + time.perf_counter() - self.t0)
+            return False
+        for p in (self.path, self.path.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+        return True
 
 
 # -- the registered variants --------------------------------------------------------------------

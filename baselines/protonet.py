@@ -74,7 +74,9 @@ class ProtoNetConfig:
     bn: Literal["support", "transductive"] = "support"
     """Batch-norm statistics: support set only (non-transductive) or support + queries."""
     time_limit_s: float = 0.0
-    """Stop meta-training after this many seconds (0 = none)."""
+    """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
+    keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
+    record meta_steps_done."""
     checkpoint_every_s: float = 120.0
     """Partial-checkpoint interval during meta-training."""
 
@@ -163,7 +165,7 @@ class ProtoNet(nn.Module):
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = run.steps
-        run.finish()
+        self.meta_train_complete = run.finish(total)
 
     def reset(self) -> None:
         self._support.clear()

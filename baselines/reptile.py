@@ -102,7 +102,9 @@ class ReptileConfig:
     bn: Literal["support", "transductive"] = "support"
     """Batch-norm statistics for queries at meta-test (see baselines/maml.py)."""
     time_limit_s: float = 0.0
-    """Stop meta-training after this many seconds (0 = none)."""
+    """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
+    keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
+    record meta_steps_done."""
     checkpoint_every_s: float = 120.0
     """Partial-checkpoint interval during meta-training."""
 
@@ -218,7 +220,7 @@ class ReptileLearner(nn.Module):
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = run.steps
-        run.finish()
+        self.meta_train_complete = run.finish(total)
 
     def reset(self) -> None:
         self._support.clear()

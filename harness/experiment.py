@@ -223,16 +223,22 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
             # Meta-steps actually taken, where the learner counts them (a time limit can stop
             # it before its configured number).
             steps_done = getattr(learner, "meta_steps_done", None)
-            checkpoint.save(path, state, {
-                "learner": entry.id, "config": to_dict(cfg), "scenario": scenario.id,
-                "scenario_version": scenario.version,
-                "meta_train_data": meta_train_fingerprint(scenario),
-                "harness_version": harness.__version__, "meta_train_s": elapsed,
-                "meta_steps_done": steps_done,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            })
-            info.update(meta_train_s=elapsed, meta_steps_done=steps_done)
-        info["checkpoint"] = str(path)
+            complete = getattr(learner, "meta_train_complete", True)
+            info.update(meta_train_s=elapsed, meta_steps_done=steps_done,
+                        meta_train_complete=complete)
+            # Stopped early (a time limit): no final checkpoint; the learner left a partial one,
+            # which the next run of this config resumes.
+            if complete:
+                checkpoint.save(path, state, {
+                    "learner": entry.id, "config": to_dict(cfg), "scenario": scenario.id,
+                    "scenario_version": scenario.version,
+                    "meta_train_data": meta_train_fingerprint(scenario),
+                    "harness_version": harness.__version__, "meta_train_s": elapsed,
+                    "meta_steps_done": steps_done,
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                })
+        info["checkpoint"] = str(path if info.get("meta_train_complete", True)
+                                 else ctx.resume_path)
     prepared = Prepared(state=state, info=info)
     _MEMO[key] = prepared
     return prepared
@@ -436,6 +442,7 @@ def execute(run: RunConfig, progress: Progress | None = None,
         values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)
         if prep.info.get("meta_steps_done") is not None:
             values["meta_steps_done"] = (float(prep.info["meta_steps_done"]), 1)
+            values["meta_train_complete"] = (float(prep.info.get("meta_train_complete", True)), 1)
     except HarnessError:
         raise
     except DivergedError as e:

@@ -599,26 +599,46 @@ def test_sine_trajectory_script_meta_trains_exactly_as_the_harness(tmp_path) -> 
         assert torch.equal(script_state[k], v), k
 
 
-def test_a_time_limited_meta_training_records_the_steps_it_took(tmp_path, monkeypatch) -> None:
-    """time_limit_s can stop meta-training before meta_steps: the row must say how many steps
-    were taken (from the fresh run and from the cached checkpoint alike)."""
+def test_a_time_limited_meta_training_records_its_steps_and_the_next_run_resumes(
+        tmp_path, monkeypatch) -> None:
+    """time_limit_s can stop meta-training before meta_steps: the row says how many steps were
+    taken and that training is incomplete; no final checkpoint is written, and the next run of
+    the config (any time limit) resumes from the partial one, until a run completes it."""
     from harness import experiment
 
-    def steps_row() -> dict[str, str]:
+    ckpts = tmp_path / "cache" / "checkpoints"
+
+    def steps_row(limit: str, cache: str = "cache") -> dict[str, dict[str, str]]:
         monkeypatch.setattr(experiment, "_MEMO", {})
         run = experiment.RunConfig(
-            scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / "res",
-            cache_dir=tmp_path / "cache",
+            scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / cache / "res",
+            cache_dir=tmp_path / cache,
             overrides={"test_episodes": "2", "val_episodes": "0", "meta_batch": "2",
-                       "meta_steps": "1000", "time_limit_s": "1e-9"})
+                       "meta_steps": "4", "time_limit_s": limit})
         res = experiment.execute(run)
         assert res.status == "ok", res.error
         return {r["metric"]: r for r in csv.DictReader(res.csv_path.open())}
 
-    rows = steps_row()
-    assert float(rows["meta_steps_done"]["value"]) == 1.0  # stopped after its first step
-    assert rows["episode_mse"]["meta_steps"] == "1000"
-    assert float(steps_row()["meta_steps_done"]["value"]) == 1.0, "cached checkpoint"
+    def value(rows: dict[str, dict[str, str]], metric: str) -> float:
+        return float(rows[metric]["value"])
+
+    rows = steps_row("1e-9")
+    assert value(rows, "meta_steps_done") == 1.0  # stopped after its first step
+    assert value(rows, "meta_train_complete") == 0.0
+    assert rows["episode_mse"]["meta_steps"] == "4"
+    assert [p.name.split(".", 1)[1] for p in sorted(ckpts.iterdir())] == [
+        "partial.json", "partial.safetensors"], "only the resumable partial checkpoint"
+    rows = steps_row("1e-9")
+    assert value(rows, "meta_steps_done") == 2.0, "resumed after step 1, one more step"
+    rows = steps_row("0")
+    assert value(rows, "meta_steps_done") == 4.0 and value(rows, "meta_train_complete") == 1.0
+    assert not list(ckpts.glob("*.partial.*")), "complete: the partial checkpoint is gone"
+    again = steps_row("1e-9")  # the final checkpoint is served whatever the time limit
+    assert value(again, "meta_steps_done") == 4.0
+    assert again["episode_mse"]["value"] == rows["episode_mse"]["value"]
+    uninterrupted = steps_row("0", cache="other")
+    assert uninterrupted["episode_mse"]["value"] == rows["episode_mse"]["value"], \
+        "stopping twice and resuming gives the uninterrupted run's weights"
 
 
 @pytest.mark.parametrize("cfg_class", [MAMLConfig, ReptileConfig, ProtoNetConfig])
