@@ -159,6 +159,11 @@ class MAMLConfig:
     """sparse-MAML: learned mask on the inner-loop learning rates (see baselines/sparse_maml)."""
     grad_clip: float = 0.0
     """Clip the meta-gradient norm (0 = off)."""
+    cuda_graph: bool = False
+    """CUDA only: capture one meta-step (inner loops, meta-gradient, Adam) as a CUDA graph and
+    replay it, which removes the per-kernel CPU launch cost; the same kernels run, so the
+    weights match the eager run's. Steps with a changing schedule (MAML++ multi-step loss,
+    cosine) run eagerly; a change of gradient order re-captures."""
     time_limit_s: float = 0.0
     """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
     keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
@@ -176,6 +181,9 @@ class MAMLConfig:
         check_range(self, "inner_steps", "meta_batch", "meta_steps", ge=1)
         check_range(self, "test_steps", ge=0)
         check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
+        if self.cuda_graph and self.vectorize != "vmap":
+            raise ValueError("cuda_graph needs vectorize='vmap' (the per-task loop is the "
+                             "reference); set learner.vectorize=vmap or cuda_graph=false")
 
     def checkpoint_key(self) -> list[str]:
         """What a meta-trained checkpoint depends on: the learner and its training fields. The
@@ -383,7 +391,11 @@ class MAMLLearner(nn.Module):
             total = min(total, budget.steps)
         limit = min(x for x in (cfg.time_limit_s, budget.seconds, math.inf) if x > 0)
         g = torch.Generator().manual_seed(int(self.seed) + 7919)
-        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr)
+        graphs = cfg.cuda_graph and torch.device(self.device).type == "cuda"
+        if cfg.cuda_graph and not graphs:
+            raise HarnessError(f"{cfg.NAME}: cuda_graph needs --device cuda (got "
+                               f"{self.device}); drop cuda_graph=true on this device")
+        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr, capturable=graphs)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
                  if cfg.cosine else None)
         run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
@@ -391,19 +403,32 @@ class MAMLLearner(nn.Module):
         start = run.start
         shots = getattr(tasks, "shots", 1)
         queries = cfg.train_queries or shots
-        for step in range(start, total):
-            xs, ys, xq, yq = (t.to(self.device) for t in
-                              tasks.sample_batch(cfg.meta_batch, g, queries=queries))
-            second = not cfg.first_order and step >= cfg.da_steps
-            loss, score = self.meta_batch_loss(xs, ys, xq, yq, second, self.msl_weights(step))
-            if not torch.isfinite(loss):
-                raise DivergedError(f"{cfg.NAME}: meta-training loss is {loss.item()} at "
-                                    f"step {step}; lower meta_lr or inner_lr")
+
+        def update(batch: list[Tensor], second: bool, w: list[float] | None
+                   ) -> tuple[Tensor, Tensor]:
             opt.zero_grad(set_to_none=True)
+            loss, score = self.meta_batch_loss(*batch, second, w)
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.parameters(), cfg.grad_clip)
             opt.step()
+            return loss.detach(), score.detach()
+
+        graph: GraphedStep | None = None
+        for step in range(start, total):
+            batch = [t.to(self.device) for t in
+                     tasks.sample_batch(cfg.meta_batch, g, queries=queries)]
+            second = not cfg.first_order and step >= cfg.da_steps
+            w = self.msl_weights(step)
+            if graphs and w is None and sched is None:
+                if graph is None or graph.second != second:
+                    graph = GraphedStep(update, opt, batch, second)
+                loss, score = graph(batch)
+            else:
+                loss, score = update(batch, second, w)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"{cfg.NAME}: meta-training loss is {loss.item()} at "
+                                    f"step {step}; lower meta_lr or inner_lr")
             if sched is not None:
                 sched.step()
             if progress is not None and (step % 10 == 0 or step == total - 1):
@@ -486,6 +511,46 @@ def _key(name: str) -> str:
     return name.replace(".", "/")
 
 
+class GraphedStep:
+    """One meta-update captured as a CUDA graph (whole-step capture, as in PyTorch's CUDA-graph
+    notes). `update(batch, second, None)` runs three times on a side stream first to warm up
+    (cuDNN workspaces, the allocator); those would be three extra updates, so the weights and
+    the Adam state are put back afterwards, in place. Then one call is captured on static input
+    tensors. Calling the object copies a batch into them and replays the graph: the weights and
+    Adam state update in place, and the loss and score land in static outputs."""
+
+    def __init__(self, update: Any, opt: torch.optim.Optimizer, batch: list[Tensor],
+                 second: bool) -> None:
+        self.second = second
+        self.static = [t.clone() for t in batch]
+        params = [p for group in opt.param_groups for p in group["params"]]
+        before = {p: (p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
+                      if p in opt.state else None) for p in params}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                update(self.static, second, None)
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for p, (value, state) in before.items():
+                p.copy_(value)
+                for k, v in opt.state[p].items():  # no state before: a fresh Adam's zeros
+                    if state is None:
+                        v.zero_()
+                    else:
+                        v.copy_(state[k])
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss, self.score = update(self.static, second, None)
+
+    def __call__(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
+        for dst, src in zip(self.static, batch, strict=True):
+            dst.copy_(src)
+        self.graph.replay()
+        return self.loss, self.score
+
+
 # -- resumable meta-training ------------------------------------------------------------------
 
 
@@ -514,10 +579,15 @@ def resume(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, g: torch.Ge
     tensors, meta = checkpoint.load(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     by_name = dict(model.named_parameters())
+    # Adam keeps its moments on the parameters' device, and its step count there only when
+    # capturable (CUDA graphs); the checkpoint holds them all on the CPU.
+    on_device = opt.defaults.get("capturable", False)
     for k, v in tensors.items():
         if k.startswith("opt."):
             name, _, field = k[4:].rpartition(".")
-            opt.state[by_name[name]][field] = v.clone()
+            param = by_name[name]
+            move = field != "step" or on_device
+            opt.state[param][field] = v.to(param.device) if move else v.clone()
     g.set_state(tensors["rng"])
     if sched is not None:
         # Fast-forward the schedule; torch warns that no optimizer step came first, which is

@@ -5,6 +5,7 @@ ANIL/BOIL's adapted parameter sets, sparse-MAML's mask gradients, resumable meta
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -26,6 +27,7 @@ from baselines.protonet import ProtoNetConfig
 from baselines.reptile import ReptileConfig, inner_train
 from baselines.sparse_maml import SparseMAMLConfig, SparseReLUMAMLConfig
 from harness.config import BuildContext
+from harness.errors import HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
 torch.set_num_threads(1)
@@ -647,3 +649,73 @@ def test_a_negative_time_limit_is_rejected_not_read_as_no_limit(cfg_class) -> No
         cfg_class(time_limit_s=-1.0)
     with pytest.raises(ValueError, match="checkpoint_every_s must be >= 0"):
         cfg_class(checkpoint_every_s=-5.0)
+
+
+# -- CUDA graphs ---------------------------------------------------------------------------------
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class _RandomSampler:
+    """New random tasks from the meta-training generator at every call (so a graph replay that
+    kept the first batch, or a resume that lost the generator state, would train differently)."""
+
+    shots = 2
+    n_classes = 3
+
+    def __init__(self, stop_at: int = -1) -> None:
+        self.calls, self.stop_at = 0, stop_at
+
+    def sample_batch(self, n, g, ways=None, shots=None, queries=None):
+        if self.calls == self.stop_at:
+            raise _Interrupt
+        self.calls += 1
+        return (torch.rand(n, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(2).expand(n, -1),
+                torch.rand(n, 9, 1, 16, 16, generator=g), torch.randint(0, 3, (n, 9), generator=g))
+
+
+GRAPH_CONFIGS = {
+    "maml": MAMLConfig(**TINY, meta_steps=8, meta_batch=3, inner_steps=2, checkpoint_every_s=0),
+    # multi-step loss for 2 steps (eager), first order to step 4, then second order (re-capture)
+    "maml++": MAMLPlusPlusConfig(**TINY, meta_steps=8, meta_batch=3, inner_steps=2, msl_steps=2,
+                                 da_steps=4, cosine=False, checkpoint_every_s=0),
+}
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("name", list(GRAPH_CONFIGS))
+def test_cuda_graph_meta_training_gives_the_eager_weights(name, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    cfg = GRAPH_CONFIGS[name]
+
+    def trained(graphed: bool, resume_path=None, stop_at: int = -1) -> dict:
+        learner = dataclasses.replace(cfg, cuda_graph=graphed).build(
+            BuildContext(spec=IMG, seed=0, device="cuda", resume_path=resume_path))
+        learner.meta_train(_RandomSampler(stop_at), Budget(), None)
+        return {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+
+    init = {k: v.detach().cpu() for k, v in dataclasses.replace(cfg, cuda_graph=True).build(
+        BuildContext(spec=IMG, seed=0, device="cuda")).state_dict().items()}
+    eager, graphed = trained(False), trained(True)
+    moved = max((graphed[k] - init[k]).abs().max().item() for k in init)
+    assert moved > 1e-3, "the graphed run trained"
+    for k, v in eager.items():
+        torch.testing.assert_close(graphed[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    # interrupted at step 5 and resumed: the graph is re-captured on the restored state
+    path = tmp_path / "partial.safetensors"
+    with pytest.raises(_Interrupt):
+        trained(True, path, stop_at=5)
+    resumed = trained(True, path)
+    for k, v in eager.items():
+        torch.testing.assert_close(resumed[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_cuda_graph_is_refused_off_cuda_and_with_the_per_task_loop() -> None:
+    learner = MAMLConfig(**TINY, meta_steps=2, meta_batch=2, cuda_graph=True).build(
+        BuildContext(spec=IMG, seed=0))
+    with pytest.raises(HarnessError, match="cuda_graph needs --device cuda"):
+        learner.meta_train(_RandomSampler(), Budget(), None)
+    with pytest.raises(ValueError, match="cuda_graph needs vectorize='vmap'"):
+        MAMLConfig(cuda_graph=True, vectorize="loop")
