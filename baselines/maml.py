@@ -395,7 +395,10 @@ class MAMLLearner(nn.Module):
         if cfg.cuda_graph and not graphs:
             raise HarnessError(f"{cfg.NAME}: cuda_graph needs --device cuda (got "
                                f"{self.device}); drop cuda_graph=true on this device")
-        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr, capturable=graphs)
+        # Capturable Adam (its step count on the GPU) on any CUDA run, so that an eager run and
+        # a graphed one do the same arithmetic.
+        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr,
+                               capturable=torch.device(self.device).type == "cuda")
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
                  if cfg.cosine else None)
         run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
@@ -524,8 +527,9 @@ class GraphedStep:
         self.second = second
         self.static = [t.clone() for t in batch]
         params = [p for group in opt.param_groups for p in group["params"]]
-        before = {p: (p.detach().clone(), {k: v.clone() for k, v in opt.state[p].items()}
-                      if p in opt.state else None) for p in params}
+        before = {p: (p.detach().clone(),
+                      {k: v.clone() for k, v in opt.state.get(p, {}).items()})
+                  for p in params}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -535,11 +539,11 @@ class GraphedStep:
         with torch.no_grad():
             for p, (value, state) in before.items():
                 p.copy_(value)
-                for k, v in opt.state[p].items():  # no state before: a fresh Adam's zeros
-                    if state is None:
-                        v.zero_()
-                    else:
+                for k, v in opt.state.get(p, {}).items():
+                    if k in state:
                         v.copy_(state[k])
+                    else:  # no state before the warm-up: a fresh Adam's zeros
+                        v.zero_()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.loss, self.score = update(self.static, second, None)

@@ -9,14 +9,17 @@ issues thousands of small kernels per step, and the CPU cost of launching them e
 time. A CUDA graph replays the recorded kernels with one launch. Each mode meta-trains a fresh
 learner (same seed, same tasks) for --steps steps on the real Omniglot background split; the
 rate is measured between the progress reports at step 20 and the last step (capture and cuDNN
-warm-up excluded, they are one-off costs, printed separately), and the weights after the last
-step are compared (fp32 unless --tf32: TF32 convolutions make the two runs round differently).
-Prints steps/s per mode, the ratio, and the full paper run's projected time.
+warm-up excluded, they are one-off costs, printed separately). Equality is checked apart, on
+six meta-steps with deterministic cuDNN kernels in fp32: after hundreds of steps two runs drift
+apart whatever the rounding, because Adam turns the noise-only gradient of a conv bias that
+batch norm cancels into full-size steps. Prints steps/s per mode, the ratio, and the full paper
+run's projected time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import torch
@@ -39,9 +42,10 @@ def meta_train(scenario, steps: int, graphed: bool) -> tuple[float, float, dict]
 
     t0 = time.perf_counter()
     learner.meta_train(scenario.meta_train, Budget(), progress)
-    first = min(k for k in marks if k >= 20)
-    rate = (steps - first) / (marks[steps] - marks[first])
-    return rate, marks[first] - t0, {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    weights = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    first = min((k for k in marks if k >= 20), default=steps)
+    rate = (steps - first) / (marks[steps] - marks[first]) if first < steps else math.nan
+    return rate, marks[first] - t0, weights
 
 
 def main() -> None:
@@ -59,20 +63,20 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, tf32 {args.tf32}; "
           f"Omniglot {args.ways}-way 1-shot, paper recipe: meta-batch {recipe.meta_batch}, "
           f"{recipe.inner_steps} inner steps, {recipe.meta_steps} meta-steps")
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    check = {graphed: meta_train(scenario, 6, graphed)[2] for graphed in (False, True)}
+    diff = max((check[True][k] - v).abs().max().item() for k, v in check[False].items())
+    print(f"weights after 6 meta-steps (deterministic kernels): max |graph - eager| = {diff:.2e}")
+    torch.backends.cudnn.deterministic = False
     results = {}
     for graphed in (False, True):
-        rate, warm, weights = meta_train(scenario, args.steps, graphed)
-        results[graphed] = (rate, weights)
+        rate, warm, _ = meta_train(scenario, args.steps, graphed)
+        results[graphed] = rate
         name = "cuda graph" if graphed else "eager"
         print(f"{name:>10}: {rate:6.1f} meta-steps/s (first 20 steps incl. warm-up {warm:.1f} s)"
               f" -> {recipe.meta_steps} steps in {recipe.meta_steps / rate / 60:.0f} min")
-    print(f"speed-up of the CUDA graph: {results[True][0] / results[False][0]:.2f}x")
-    eager, graphed = results[False][1], results[True][1]
-    diff = max((graphed[k] - v).abs().max().item() for k, v in eager.items())
-    scale = max(v.abs().max().item() for v in eager.values())
-    print(f"weights after {args.steps} steps: max |graph - eager| = {diff:.2e} "
-          f"(largest weight {scale:.2f})")
-    if diff > 1e-3 * scale and not args.tf32:
+    print(f"speed-up of the CUDA graph: {results[True] / results[False]:.2f}x")
+    if diff > 1e-4 and not args.tf32:
         raise SystemExit("MISMATCH: the graphed run's weights differ from the eager run's")
 
 
