@@ -10,10 +10,11 @@ time. A CUDA graph replays the recorded kernels with one launch. Each mode meta-
 learner (same seed, same tasks) for --steps steps on the real Omniglot background split; the
 rate is measured between the progress reports at step 20 and the last step (capture and cuDNN
 warm-up excluded, they are one-off costs, printed separately). Equality is checked apart, on
-six meta-steps with deterministic cuDNN kernels in fp32: after hundreds of steps two runs drift
-apart whatever the rounding, because Adam turns the noise-only gradient of a conv bias that
-batch norm cancels into full-size steps. Prints steps/s per mode, the ratio, and the full paper
-run's projected time.
+six meta-steps with deterministic cuDNN kernels in fp32, on every weight except the conv
+biases that batch norm cancels: their true gradient is zero, so Adam turns rounding noise into
+full-size steps, and two runs that round differently (another cuDNN algorithm under capture)
+differ there without computing a different function. Prints steps/s per mode, the ratio, and
+the full paper run's projected time.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def main() -> None:
           f"{recipe.inner_steps} inner steps, {recipe.meta_steps} meta-steps")
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     check = {graphed: meta_train(scenario, 6, graphed)[2] for graphed in (False, True)}
-    diff = max((check[True][k] - v).abs().max().item() for k, v in check[False].items())
-    print(f"weights after 6 meta-steps (deterministic kernels): max |graph - eager| = {diff:.2e}")
+    gaps = {k: (check[True][k] - v).abs().max().item() for k, v in check[False].items()}
+    cancelled = [k for k in gaps if k.startswith("params.conv") and k.endswith("bias")]
+    diff = max(v for k, v in gaps.items() if k not in cancelled)
+    print(f"weights after 6 meta-steps (deterministic kernels): max |graph - eager| = {diff:.2e}"
+          f" ({max(gaps[k] for k in cancelled):.2e} on the conv biases batch norm cancels)")
     torch.backends.cudnn.deterministic = False
     results = {}
     for graphed in (False, True):
