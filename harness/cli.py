@@ -161,8 +161,17 @@ def _leaderboard_rich(table: Any, title: str) -> Table:
     # Two configurations of one learner (e.g. different meta_steps): tell them apart.
     config = "config_hash" in table.columns and bool(
         table.duplicated(["learner", "preset"]).any())
+    # Meta-training stopped by a time limit (a slice of a long run): say how far it got. Rows
+    # written before `meta_train_complete` existed tell it by steps done < meta_steps.
+    cut = pd.Series(False, index=table.index)
+    if "meta_train_complete_mean" in table.columns:
+        cut |= table["meta_train_complete_mean"] < 1
+    if {"meta_steps_done_mean", "meta_steps"} <= set(table.columns):
+        cut |= table["meta_steps_done_mean"] < pd.to_numeric(table["meta_steps"], errors="coerce")
+    stopped = bool(cut.any())
     for col in ["rank", "learner", "preset", *(["config"] if config else []), *varying,
-                "seeds", *(["failed"] if failed else []), *metrics]:
+                "seeds", *(["failed"] if failed else []),
+                *(["meta-steps"] if stopped else []), *metrics]:
         rich_table.add_column(col, justify="left" if col in ("learner", "preset") else "right")
     for i, (_, row) in enumerate(table.iterrows()):
         rank = "-" if pd.isna(row["rank"]) else str(row["rank"])
@@ -172,6 +181,10 @@ def _leaderboard_rich(table: Any, title: str) -> Table:
         cells.append(str(row["n_seeds"]))
         if failed:
             cells.append(str(int(row["failed"])))
+        if stopped:
+            done = row.get("meta_steps_done_mean")
+            note = " (stopped)" if cut.iloc[i] else ""
+            cells.append("" if pd.isna(done) else f"{done:.0f}{note}")
         for m in metrics:
             mean, half = row[f"{m}_mean"], row[f"{m}_ci95"]
             cells.append("" if pd.isna(mean) else f"{mean:.3f}" if pd.isna(half)

@@ -700,7 +700,8 @@ def leaderboard_table(
         higher_is_better: direction of `primary_metric`; default from `is_higher_better`.
 
     Returns:
-        Columns: the `CONFIG_KEYS`, ``rank`` (1 = best within scenario and version), ``rank_by``
+        Columns: the `CONFIG_KEYS`, ``rank`` (1 = best within scenario, version and scenario
+        parameters), ``rank_by``
         (the metric ranked on), ``n_seeds`` (finished runs kept), ``failed``,
         ``duplicates_dropped``, then ``<metric>_mean`` and ``<metric>_ci95`` per metric, then
         provenance columns that are constant within the configuration. Sorted by scenario,
@@ -755,9 +756,17 @@ def leaderboard_table(
     wide = wide[[f"{m}_{stat}" for m in order for stat in ("mean", "ci95")]].reset_index()
     table = table.merge(wide, on=list(CONFIG_KEYS), how="left")
 
-    # Rank per scenario by its primary metric.
+    rows = _clean_rows(df, per_run)
+    taken = [*table.columns, "rank", "mean", "sd", "ci95", "ci_low", "ci_high", "n"]
+    carried = _carried(rows, list(CONFIG_KEYS), _extra_columns(df, taken))
+    table = table.merge(carried, on=list(CONFIG_KEYS), how="left")
+
+    # Rank per scenario by its primary metric, among the entries run with the same scenario
+    # parameters (a 20-way episode set is not ranked against a 5-way one).
+    params = table["scenario_params"] if "scenario_params" in table else ""
+    table["_params"] = pd.Series(params, index=table.index).fillna("").astype(str)
     table["rank"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
-    for (scen, version), idx in table.groupby(_SCENARIO).groups.items():
+    for (scen, version, _), idx in table.groupby([*_SCENARIO, "_params"]).groups.items():
         metric = chosen.get((scen, version))
         if metric is None:
             continue
@@ -766,16 +775,11 @@ def leaderboard_table(
             higher = is_higher_better(metric)
         table.loc[idx, "rank"] = _rank_within(table.loc[idx], f"{metric}_mean", higher)
 
-    rows = _clean_rows(df, per_run)
-    taken = [*table.columns, "mean", "sd", "ci95", "ci_low", "ci_high", "n"]
-    carried = _carried(rows, list(CONFIG_KEYS), _extra_columns(df, taken))
-    table = table.merge(carried, on=list(CONFIG_KEYS), how="left")
-
     front = [*CONFIG_KEYS, "rank", "rank_by", "n_seeds", "failed", "duplicates_dropped"]
-    table = table[[*front, *[c for c in table.columns if c not in front]]]
     table = table.sort_values(
-        [*_SCENARIO, "rank", "learner", "preset", "config_hash"], na_position="last"
+        [*_SCENARIO, "_params", "rank", "learner", "preset", "config_hash"], na_position="last"
     )
+    table = table[[*front, *[c for c in table.columns if c not in (*front, "_params")]]]
     return table.reset_index(drop=True)
 
 

@@ -168,3 +168,34 @@ def test_leaderboard_table_tells_two_configs_of_one_learner_apart() -> None:
     buf = io.StringIO()
     Console(file=buf, width=200).print(_leaderboard_rich(table[table.learner == "anil"], "t"))
     assert "config" not in buf.getvalue(), "one configuration per learner: no config column"
+
+
+def test_leaderboard_table_marks_meta_training_stopped_by_a_time_limit() -> None:
+    """A slice of a long run (time_limit_s) is ranked with the finished ones, so the table
+    must say how far its meta-training got: from meta_train_complete, or for older rows from
+    steps done < the configured meta_steps."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from harness.cli import _leaderboard_rich
+
+    table = pd.DataFrame({
+        "rank": [1, 2, 3], "learner": ["maml", "maml++", "anil"], "preset": ["paper"] * 3,
+        "config_hash": ["a" * 12, "b" * 12, "c" * 12], "n_seeds": [1, 1, 1], "failed": [0] * 3,
+        "scenario_params": ["{}"] * 3, "meta_steps": [60000, 75000, 60000],
+        "meta_steps_done_mean": [3113.0, 1047.0, 60000.0],
+        "meta_train_complete_mean": [0.0, float("nan"), 1.0],
+        "episode_acc_mean": [0.83, 0.75, 0.95], "episode_acc_ci95": [float("nan")] * 3})
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(_leaderboard_rich(table, "t"))
+    lines = buf.getvalue().splitlines()
+    assert "meta-steps" in lines[2]
+    row = {name: next(ln for ln in lines if f" {name} " in ln)
+           for name in ("maml", "maml++", "anil")}
+    assert "3113 (stopped)" in row["maml"] and "1047 (stopped)" in row["maml++"]
+    assert "60000" in row["anil"] and "stopped" not in row["anil"]
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(_leaderboard_rich(table[table.learner == "anil"], "t"))
+    assert "meta-steps" not in buf.getvalue(), "nothing stopped: no column"

@@ -666,3 +666,19 @@ def test_write_leaderboard_adds_the_oracle_drop(
     lb.write_leaderboard(other)
     assert not (other / "oracle_drop.csv").exists()
     assert "Relative drop" not in (other / "leaderboard.md").read_text(encoding="utf-8")
+
+
+def test_leaderboard_ranks_within_the_same_scenario_parameters(tmp_path: Path) -> None:
+    """5-way and 20-way episodes of one scenario are different benchmarks: each set of
+    scenario parameters gets its own ranking (a 20-way 0.8 is not 'behind' a 5-way 0.9)."""
+    runs = {("maml", "5"): 0.94, ("protonet", "5"): 0.97, ("maml", "20"): 0.82,
+            ("protonet", "20"): 0.80}
+    for (learner, ways), acc in runs.items():
+        write_run(tmp_path, f"{learner}-{ways}", learner, 0, {"episode_acc": acc},
+                  scenario="omniglot-fewshot", config_hash=f"{learner}-{ways}",
+                  extra={"scenario_params": f'{{"ways": {ways}}}'})
+    t = lb.leaderboard_table(lb.load_runs(tmp_path))
+    ranks = {(r.learner, r.config_hash.split("-")[1]): r.rank for r in t.itertuples()}
+    assert ranks == {("protonet", "5"): 1, ("maml", "5"): 2, ("maml", "20"): 1,
+                     ("protonet", "20"): 2}
+    assert list(t["scenario_params"]) == ['{"ways": 20}'] * 2 + ['{"ways": 5}'] * 2
