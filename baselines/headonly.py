@@ -16,7 +16,6 @@ from the last checkpoint and ends in the same state as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.backbone import derive_seed
 from harness import checkpoint
 from harness.config import (
     BuildContext,
@@ -40,10 +40,6 @@ from harness.errors import DivergedError, HarnessError
 from harness.fast_eval import FEATURES, head_sgd_sweep, weights_digest
 from harness.protocol import Budget, Experience, ScenarioSpec
 from harness.runner import StreamRecord
-
-
-def derive_seed(seed: int, tag: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:7], "little")
 
 
 @torch.no_grad()
