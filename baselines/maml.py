@@ -161,9 +161,11 @@ class MAMLConfig:
     """Clip the meta-gradient norm (0 = off)."""
     cuda_graph: bool = False
     """CUDA only: capture one meta-step (inner loops, meta-gradient, Adam) as a CUDA graph and
-    replay it, which removes the per-kernel CPU launch cost; the same kernels run, so the
-    weights match the eager run's. Steps with a changing schedule (MAML++ multi-step loss,
-    cosine) run eagerly; a change of gradient order re-captures."""
+    replay it, which removes the per-kernel CPU launch cost. The same computation runs, so the
+    model matches the eager run's, up to rounding (cuDNN may pick other algorithms under
+    capture). Steps with a changing schedule (MAML++ multi-step loss, cosine) run eagerly; a
+    change of gradient order re-captures. Off by default until its GPU check passes
+    (docs/maml.md)."""
     time_limit_s: float = 0.0
     """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
     keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
