@@ -806,7 +806,8 @@ def test_cuda_graph_meta_training_gives_the_eager_model(name, monkeypatch, tmp_p
         sa, sb = a.state_dict(), b.state_dict()
         for k, v in sa.items():
             if not _bn_cancelled(k):
-                torch.testing.assert_close(sb[k], v, rtol=1e-4, atol=1e-5, msg=k)
+                torch.testing.assert_close(sb[k], v, rtol=1e-4, atol=1e-5,
+                                           msg=lambda m, k=k: f"{k}: {m}")
         tasks = [t.cuda() for t in _tasks(3)]
         with torch.no_grad():
             la, _ = a.meta_batch_loss(*tasks, False)
