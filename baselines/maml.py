@@ -163,9 +163,9 @@ class MAMLConfig:
     """CUDA only: capture one meta-step (inner loops, meta-gradient, Adam) as a CUDA graph and
     replay it, which removes the per-kernel CPU launch cost. The same computation runs, so the
     model matches the eager run's, up to rounding (cuDNN may pick other algorithms under
-    capture). Steps with a changing schedule (MAML++ multi-step loss, cosine) run eagerly; a
-    change of gradient order re-captures. Off by default until its GPU check passes
-    (docs/maml.md)."""
+    capture). MAML++'s multi-step-loss steps run eagerly; a change of gradient order
+    re-captures; the cosine schedule updates a device-tensor learning rate in place. Off by
+    default until its GPU check passes (docs/maml.md)."""
     time_limit_s: float = 0.0
     """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
     keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
@@ -399,7 +399,10 @@ class MAMLLearner(nn.Module):
                                f"{self.device}); drop cuda_graph=true on this device")
         # Capturable Adam (its step count on the GPU) on any CUDA run, so that an eager run and
         # a graphed one do the same arithmetic.
-        opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr,
+        # Graphed: the learning rate is a device tensor, which the cosine schedule updates in
+        # place (torch's schedulers fill a tensor lr), so the captured Adam step reads it.
+        lr = torch.tensor(cfg.meta_lr, device=self.device) if graphs else cfg.meta_lr
+        opt = torch.optim.Adam(self.parameters(), lr=lr,
                                capturable=torch.device(self.device).type == "cuda")
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
                  if cfg.cosine else None)
@@ -425,7 +428,7 @@ class MAMLLearner(nn.Module):
                      tasks.sample_batch(cfg.meta_batch, g, queries=queries)]
             second = not cfg.first_order and step >= cfg.da_steps
             w = self.msl_weights(step)
-            if graphs and w is None and sched is None:
+            if graphs and w is None:
                 if graph is None or graph.second != second:
                     graph = GraphedStep(update, opt, batch, second)
                 loss, score = graph(batch)

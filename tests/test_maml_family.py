@@ -769,9 +769,10 @@ class _RandomSampler:
 
 GRAPH_CONFIGS = {
     "maml": MAMLConfig(**TINY, meta_steps=8, meta_batch=3, inner_steps=2, checkpoint_every_s=0),
-    # multi-step loss for 2 steps (eager), first order to step 4, then second order (re-capture)
+    # multi-step loss for 2 steps (eager), first order to step 4, then second order (re-capture);
+    # the cosine schedule moves the graphed Adam's tensor lr
     "maml++": MAMLPlusPlusConfig(**TINY, meta_steps=8, meta_batch=3, inner_steps=2, msl_steps=2,
-                                 da_steps=4, cosine=False, checkpoint_every_s=0),
+                                 da_steps=4, cosine=True, checkpoint_every_s=0),
 }
 
 
