@@ -140,7 +140,7 @@ class ANMLConfig(HeadOnlyConfig):
         check_range(self, "remember", ge=0)
 
     def build(self, ctx: BuildContext) -> ANMLLearner:
-        return ANMLLearner(self, ctx)
+        return ANMLLearner(self.for_seed(ctx.seed), ctx)
 
 
 def image_input(spec: ScenarioSpec, name: str) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from the last checkpoint and ends in the same state as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,7 +61,9 @@ class HeadOnlyConfig:
     initialization) or supervised pre-trained on the meta-train split ('pretrain')."""
     meta_seed: int = 0
     """Seed of the initialization and of meta-training sampling (not the run seed), so one
-    checkpoint serves every stream seed; >= 0."""
+    checkpoint serves every stream seed; >= 0. -1: the run's seed, so that each seed of
+    `harness compare --seeds` meta-trains its own network and the CI over seeds includes
+    meta-training variance."""
     pretrain_steps: int = 1500
     """init='pretrain': Adam steps of supervised training on all meta-train classes; >= 1."""
     pretrain_batch: int = 64
@@ -85,6 +88,15 @@ class HeadOnlyConfig:
     KIND: ClassVar[str] = "meta"
     """Names the network family in checkpoint file names."""
 
+    @property
+    def SEEDED_TRAINING(self) -> bool:  # noqa: N802 (the harness's name for this flag)
+        """meta_seed=-1: one checkpoint per run seed (the harness adds the seed to the key)."""
+        return self.meta_seed < 0
+
+    def for_seed(self, seed: int) -> Any:
+        """The config a run with this seed trains: meta_seed=-1 becomes the seed."""
+        return dataclasses.replace(self, meta_seed=int(seed)) if self.meta_seed < 0 else self
+
     def checkpoint_key(self) -> dict[str, Any]:
         """What a (meta-/pre-)trained checkpoint depends on: the network family and every
         training field. The eval-only fields (lr, the i.i.d. oracle) are left out, so e.g.
@@ -93,7 +105,7 @@ class HeadOnlyConfig:
 
     def _check_common(self) -> None:
         check_choice(self, "init", ("meta", "random", "pretrain"))
-        check_range(self, "meta_seed", ge=0)
+        check_range(self, "meta_seed", ge=-1)
         check_range(self, "pretrain_steps", "pretrain_batch", "iid_epochs", "iid_batch", ge=1)
         check_range(self, "pretrain_lr", "lr", gt=0)
         check_range(self, "max_meta_seconds", "checkpoint_every_s", ge=0)
@@ -325,7 +337,7 @@ class HeadOnlyLearner(MetaTrainable):
         return head_sgd_sweep(self.features, experiences, spec, lrs, self.device)
 
     def describe(self) -> dict[str, str | float]:
-        return {"variant": self.variant, "init": self.cfg.init,
+        return {"variant": self.variant, "init": self.cfg.init, "meta_seed": self.cfg.meta_seed,
                 "gradient_order": self.gradient_order if self.cfg.init == "meta" else "",
                 "meta_train_steps": float(self.steps_done),
                 "meta_train_seconds_total": round(self.seconds_done, 1),

@@ -133,7 +133,7 @@ class OMLConfig(HeadOnlyConfig):
         check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLLearner:
-        return OMLLearner(self, ctx)
+        return OMLLearner(self.for_seed(ctx.seed), ctx)
 
 
 class OMLLearner(HeadOnlyLearner):

@@ -90,7 +90,7 @@ class OMLSineConfig(HeadOnlyConfig):
         check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLSineLearner:
-        return OMLSineLearner(self, ctx)
+        return OMLSineLearner(self.for_seed(ctx.seed), ctx)
 
 
 class OMLSineLearner(MetaTrainable):

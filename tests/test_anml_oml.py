@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from baselines.anml import ANMLConfig, ANMLNet
 from baselines.oml import OMLConfig, OMLNet
@@ -365,3 +366,41 @@ def test_oml_init_keeps_features_apart_on_real_omniglot() -> None:
 
     assert spread("kaiming") > 0.5
     assert spread("torch") < 0.05
+
+
+def test_meta_seed_minus_one_meta_trains_one_network_per_run_seed(tmp_path: Path) -> None:
+    """meta_seed=-1: each run seed meta-trains its own network (its own checkpoint, different
+    weights), so a CI over seeds includes meta-training variance; the rows record the
+    meta-seed used. The default (0) shares one checkpoint across seeds."""
+    from harness import experiment
+
+    def run(seed: int, meta_seed: str, cache: str) -> dict[str, str]:
+        experiment._MEMO.clear()
+        res = execute(RunConfig(
+            scenario="synthetic-stream", learner="anml", seed=seed, out_dir=tmp_path / cache,
+            cache_dir=tmp_path / cache, lr_grid=(1e-2,),
+            overrides={"nm_channels": "4", "pred_channels": "6", "meta_steps": "3",
+                       "n_meta_outputs": "30", "inner_steps": "4", "remember": "4",
+                       "meta_seed": meta_seed}))
+        assert res.status == "ok", res.error
+        return next(csv.DictReader(res.csv_path.open()))
+
+    def checkpoints(cache: str) -> list[Path]:
+        return sorted((tmp_path / cache / "checkpoints").glob("anml-*.safetensors"))
+
+    rows = [run(seed, "-1", "own") for seed in (0, 1)]
+    assert [r["meta_seed"] for r in rows] == ["0", "1"]
+    own = checkpoints("own")
+    assert len(own) == 2
+    a, b = (load_file(str(p)) for p in own)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("net."))
+    assert all(r["meta_seed"] == "0" for r in (run(0, "0", "shared"), run(1, "0", "shared")))
+    assert len(checkpoints("shared")) == 1
+    # meta_seed=-1 with run seed 0 trains the same network as meta_seed=0
+    shared = load_file(str(checkpoints("shared")[0]))
+    seed0 = next(p for p in own if load_file(str(p))["net.head.weight"].equal(
+        shared["net.head.weight"]))
+    assert all(torch.equal(load_file(str(seed0))[k], v) for k, v in shared.items()
+               if k.startswith("net."))
+    with pytest.raises(ValueError, match="meta_seed"):
+        ANMLConfig(meta_seed=-2)
