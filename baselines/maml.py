@@ -393,17 +393,16 @@ class MAMLLearner(nn.Module):
             total = min(total, budget.steps)
         limit = min(x for x in (cfg.time_limit_s, budget.seconds, math.inf) if x > 0)
         g = torch.Generator().manual_seed(int(self.seed) + 7919)
-        graphs = cfg.cuda_graph and torch.device(self.device).type == "cuda"
-        if cfg.cuda_graph and not graphs:
+        on_cuda = torch.device(self.device).type == "cuda"
+        if cfg.cuda_graph and not on_cuda:
             raise HarnessError(f"{cfg.NAME}: cuda_graph needs --device cuda (got "
                                f"{self.device}); drop cuda_graph=true on this device")
+        graphs = cfg.cuda_graph
         # Capturable Adam (its step count on the GPU) on any CUDA run, so that an eager run and
-        # a graphed one do the same arithmetic.
-        # Graphed: the learning rate is a device tensor, which the cosine schedule updates in
-        # place (torch's schedulers fill a tensor lr), so the captured Adam step reads it.
+        # a graphed one do the same arithmetic. Graphed, the learning rate is a device tensor,
+        # which the cosine schedule fills in place, so the captured Adam step reads it.
         lr = torch.tensor(cfg.meta_lr, device=self.device) if graphs else cfg.meta_lr
-        opt = torch.optim.Adam(self.parameters(), lr=lr,
-                               capturable=torch.device(self.device).type == "cuda")
+        opt = torch.optim.Adam(self.parameters(), lr=lr, capturable=on_cuda)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, cfg.meta_lr / 100)
                  if cfg.cosine else None)
         run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
@@ -441,8 +440,7 @@ class MAMLLearner(nn.Module):
                 sched.step()
             if progress is not None and (step % 10 == 0 or step == total - 1):
                 progress("meta-train", step + 1, total,
-                         {"loss": float(loss.detach()),
-                          "mse" if self.regression else "acc": float(score.detach())})
+                         {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = run.steps  # fewer than meta_steps where a time limit stopped it
@@ -517,6 +515,15 @@ def mask_values(m: Tensor, kind: str) -> Tensor:
 def _key(name: str) -> str:
     # nn.ParameterDict keys may not contain '.'.
     return name.replace(".", "/")
+
+
+def bn_cancelled(state_key: str) -> bool:
+    """A conv bias (state key 'params.convI/bias' of a MAML-family or Reptile learner) that the
+    batch norm right after it cancels. Its true meta-gradient is zero, so Adam turns rounding
+    noise into full-size steps there: two runs that round differently (vmap against a task loop,
+    a CUDA graph against eager kernels, a resumed run) differ in these entries without computing
+    a different function. Comparisons of trained weights leave them out."""
+    return state_key.startswith("params.conv") and state_key.endswith("/bias")
 
 
 class GraphedStep:
