@@ -19,6 +19,11 @@ Batch norm has no running statistics (baselines/fewshot_nets.py). `bn='transduct
 papers' MAML code) normalises the query batch with its own statistics; `bn='support'` (the
 default, non-transductive) normalises every query with the support set's statistics, so no
 query influences another. Result rows record which (`transductive_bn`).
+
+Checkpoint ensembling (MAML++'s test protocol, `ensemble_top` > 0): meta-training scores the
+meta-weights on the scenario's validation episodes every `val_every` meta-steps and keeps the
+`ensemble_top` best on the CPU; at test every member adapts on the support set and `predict`
+returns the mean of their outputs (logits). See `MAMLLearner.meta_train` and docs/maml.md.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -47,7 +53,8 @@ from harness.config import (
 )
 from harness.errors import DivergedError, HarnessError
 from harness.meta import detach_params, sgd_update
-from harness.protocol import Budget, ScenarioSpec
+from harness.protocol import Budget, Experience, ScenarioSpec
+from harness.runner import run_episodes
 
 Kind = Literal["sinusoid", "vector", "omniglot", "omniglot20", "miniimagenet"]
 
@@ -244,8 +251,22 @@ class MAMLLearner(nn.Module):
             for k in self.adapt_keys:
                 self.masks[_key(k)] = nn.Parameter(torch.ones_like(init[k]))
         self.to(ctx.device)
+        # Checkpoint ensembling: `ensemble_top` slots of meta-weights, registered after the move
+        # to the device so that they stay on the CPU. They are buffers, so the state dict (and
+        # with it the harness checkpoint and the partial one) carries them; an empty slot has
+        # score NaN. Only maml++ has the switch (a field of its config).
+        self.ensemble_top = int(getattr(cfg, "ensemble_top", 0) or 0)
+        if self.ensemble_top:
+            k = self.ensemble_top
+            self.register_buffer("ens_score", torch.full((k,), math.nan, dtype=torch.float64))
+            self.register_buffer("ens_step", torch.zeros(k, dtype=torch.int64))
+            self.register_buffer("ens_n_val", torch.zeros((), dtype=torch.int64))
+            for i in range(k):
+                for name, v in self.meta_params().items():
+                    self.register_buffer(_member_key(i, name), torch.zeros_like(v, device="cpu"))
+        self._validating = False
         self._support: list[tuple[Tensor, Tensor]] = []
-        self._adapted: Params | None = None
+        self._adapted: list[Params] | None = None
 
     # -- pieces --------------------------------------------------------------------------
 
@@ -256,6 +277,23 @@ class MAMLLearner(nn.Module):
         p.update({f"mask:{k}": self.masks[_key(k)] for k in self.adapt_keys
                   if _key(k) in self.masks})
         return p
+
+    def members(self) -> list[Params]:
+        """The ensemble's meta-weights (CPU), in slot order; [] when not ensembling or before
+        the first validation."""
+        if not self.ensemble_top:
+            return []
+        names = list(self.meta_params())
+        return [{n: getattr(self, _member_key(i, n)) for n in names}
+                for i in range(self.ensemble_top) if not math.isnan(self.ens_score[i])]
+
+    def _bases(self) -> list[Params]:
+        """The weights an episode adapts from: the ensemble's members once it holds any
+        (except while meta-training validates the current weights), else the meta-weights."""
+        held = [] if self._validating else self.members()
+        if held:
+            return [{k: v.to(self.device) for k, v in m.items()} for m in held]
+        return [detach_params(self.meta_params())]
 
     def _lr(self, meta: Params, step: int) -> dict[str, Tensor | float]:
         """Per-parameter scalar inner lr at `step` (LSLR: learned; steps past the learned
@@ -380,13 +418,28 @@ class MAMLLearner(nn.Module):
 
     # -- meta-training ---------------------------------------------------------------------
 
-    def meta_train(self, tasks: Any, budget: Budget, progress: Progress | None) -> None:
-        """Meta-train on tasks from `tasks.sample_batch`; resumable from a partial checkpoint."""
+    def meta_train(self, tasks: Any, budget: Budget, progress: Progress | None,
+                   val_episodes: Sequence[Experience] | None = None) -> None:
+        """Meta-train on tasks from `tasks.sample_batch`; resumable from a partial checkpoint.
+
+        `val_episodes`: the scenario's validation episodes (`val_experiences`), which the
+        harness passes to a meta_train that takes this keyword. They are used only when
+        ensembling (`ensemble_top` > 0): after every `val_every` meta-steps, and after the last
+        one, the current meta-weights are scored on them and offered to the ensemble
+        (`keep_if_best`). Validation runs eagerly between meta-steps, outside any CUDA graph,
+        and draws nothing from the task sampler's generator, so the meta-weights are those of a
+        run without ensembling. The partial checkpoint carries the members and their scores
+        (they are buffers), so a resumed run keeps the same ensemble as an uninterrupted one.
+        """
         cfg = self.cfg
         if not hasattr(tasks, "sample_batch"):
             raise HarnessError(f"{cfg.NAME} needs an episodic scenario (its meta_train must "
                                "provide sample_batch); this one gives "
                                f"{type(tasks).__name__}")
+        if self.ensemble_top and not val_episodes:
+            raise HarnessError(f"{cfg.NAME}: ensemble_top={self.ensemble_top} picks checkpoints "
+                               "on validation episodes, but none were given; set the "
+                               "scenario's val_episodes > 0 or learner.ensemble_top=0")
         progress = progress or self.progress
         total = cfg.meta_steps
         if budget.steps:
@@ -441,10 +494,57 @@ class MAMLLearner(nn.Module):
             if progress is not None and (step % 10 == 0 or step == total - 1):
                 progress("meta-train", step + 1, total,
                          {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
+            if self.ensemble_top and ((step + 1) % cfg.val_every == 0 or step + 1 == total):
+                self.ens_n_val.fill_(len(val_episodes or ()))
+                val = self.validation_score(val_episodes or ())
+                self.keep_if_best(val, step + 1)
+                if progress is not None:
+                    progress("validation", step + 1, total,
+                             {"val_mse": -val} if self.regression else {"val_acc": val})
             if run.step_done(step + 1) > limit:
                 break
         self.meta_steps_done = run.steps  # fewer than meta_steps where a time limit stopped it
         self.meta_train_complete = run.finish(total)
+
+    def validation_score(self, episodes: Sequence[Experience]) -> float:
+        """Score of the current meta-weights on `episodes`, run as the scored episodes are
+        (harness.runner.run_episodes, `test_steps` inner steps): the mean accuracy, or minus
+        the mean MSE for regression (higher is better). A diverging episode scores -inf."""
+        self._validating = True
+        try:
+            scores = run_episodes(self, episodes, self.spec, device=str(self.device)).scores
+        except DivergedError:
+            return -math.inf
+        finally:
+            self._validating = False
+            self.reset()
+        mean = float(scores.mean())
+        return -mean if self.regression else mean
+
+    def keep_if_best(self, score: float, step: int) -> bool:
+        """Offer the current meta-weights, with validation `score` after `step` meta-steps, to
+        the ensemble: they fill an empty slot, or replace the worst member if they score at
+        least as well (a tie goes to the later checkpoint, as a reversed stable sort of the
+        scores, the authors' pick of the top-n, would have it). Non-finite scores are never
+        kept. Returns whether they were."""
+        if not math.isfinite(score):
+            return False
+        scores = self.ens_score
+        empty = torch.isnan(scores)
+        if empty.any():
+            slot = int(empty.nonzero()[0])
+        else:
+            worst = scores.min()
+            if score < worst:
+                return False
+            tied = (scores == worst).nonzero().flatten()
+            slot = int(tied[self.ens_step[tied].argmin()])  # the earliest of the worst
+        with torch.no_grad():
+            for name, v in self.meta_params().items():
+                getattr(self, _member_key(slot, name)).copy_(v.detach())
+        scores[slot] = score
+        self.ens_step[slot] = step
+        return True
 
     # -- the episode protocol -----------------------------------------------------------------
 
@@ -456,31 +556,35 @@ class MAMLLearner(nn.Module):
     def observe(self, x: Tensor, y: Tensor) -> None:
         """Episodic: add (x, y) to the support set and re-adapt from the meta-learned weights
         on all of it. Stream (non-episodic scenario): `test_steps` steps on (x, y) from the
-        current weights (online fine-tuning from the meta-learned init)."""
+        current weights (online fine-tuning from the meta-learned init). With an ensemble,
+        every member adapts (`_bases`)."""
         y = y.float().reshape(len(y), -1) if self.regression else y
+        bases = self._bases()
         if self.spec.episodic:
             self._support.append((x, y))
-            start = detach_params(self.meta_params())
+            starts = bases
         else:  # bounded reference set for batch-norm statistics
             self._support = [*self._support, (x, y)][-REF_BATCHES:]
-            start = self._adapted or detach_params(self.meta_params())
-            start = {**start, **{k: v.detach() for k, v in self.meta_params().items()
-                                 if ":" in k}}
+            starts = [{**a, **{k: v for k, v in b.items() if ":" in k}}
+                      for a, b in zip(self._adapted or bases, bases, strict=True)]
         xs = x if not self.spec.episodic else torch.cat([s[0] for s in self._support])
         ys = y if not self.spec.episodic else torch.cat([s[1] for s in self._support])
         with torch.enable_grad():
-            p, _ = self.adapt(start, xs, ys, self.cfg.test_steps, second_order=False)
-        self._adapted = detach_params(p)
+            self._adapted = [detach_params(self.adapt(start, xs, ys, self.cfg.test_steps,
+                                                      second_order=False)[0])
+                             for start in starts]
 
     def predict(self, x: Tensor) -> Tensor:
-        """Outputs for queries `x` with the adapted weights (the meta weights before observe)."""
-        p = self._adapted if self._adapted is not None else \
-            detach_params(self.meta_params())
-        steps = self.cfg.test_steps if self._adapted is not None else 0
-        if self._support:
-            xs = torch.cat([s[0] for s in self._support])
-            return self._query_out(p, xs, x, steps)
-        return self.net.forward(p, x, None, self._bn_step(steps))
+        """Outputs for queries `x` with the adapted weights (the meta weights before observe).
+        An ensemble answers with the mean of its members' outputs (logits for classification),
+        as the MAML++ authors average the top models' logits."""
+        adapted = self._adapted is not None
+        steps = self.cfg.test_steps if adapted else 0
+        xs = torch.cat([s[0] for s in self._support]) if self._support else None
+        outs = [self._query_out(p, xs, x, steps) if xs is not None
+                else self.net.forward(p, x, None, self._bn_step(steps))
+                for p in (self._adapted if adapted else self._bases())]
+        return outs[0] if len(outs) == 1 else torch.stack(outs).mean(0)
 
     def describe(self) -> dict[str, Any]:
         """Provenance columns for every result row."""
@@ -494,9 +598,23 @@ class MAMLLearner(nn.Module):
             "train_queries_per_class": c.train_queries or "shots",
             "transductive_bn": c.bn == "transductive" and not self.regression,
             "ci_type": "normal 1.96*sd/sqrt(n) over episodes",
-            "checkpoint_selection": "last", "recipe": c.recipe,
+            "checkpoint_selection": self.checkpoint_selection(), "recipe": c.recipe,
             "vectorize": c.vectorize,
         }
+
+    def checkpoint_selection(self) -> str:
+        """Which meta-weights answer at test, for the result rows."""
+        k = self.ensemble_top
+        if not k:
+            return "last"
+        steps = sorted(int(s) for s, v in zip(self.ens_step, self.ens_score, strict=True)
+                       if not math.isnan(v))
+        if not steps:
+            return f"last (ensemble of top-{k} asked, but no validation was reached)"
+        what = "MSE" if self.regression else "accuracy"
+        return (f"ensemble of top-{k} by val {what} (every {self.cfg.val_every} steps, "
+                f"{int(self.ens_n_val)} val episodes; members from step"
+                f"{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))})")
 
 
 REF_BATCHES = 32
@@ -515,6 +633,11 @@ def mask_values(m: Tensor, kind: str) -> Tensor:
 def _key(name: str) -> str:
     # nn.ParameterDict keys may not contain '.'.
     return name.replace(".", "/")
+
+
+def _member_key(slot: int, name: str) -> str:
+    """Buffer (and state-dict) name of ensemble slot `slot`'s copy of meta-parameter `name`."""
+    return f"ens{slot}/{_key(name)}"
 
 
 def bn_cancelled(state_key: str) -> bool:
@@ -684,25 +807,68 @@ class BOILConfig(MAMLConfig):
     NAME: ClassVar[str] = "boil"
 
 
+PLUS_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "*": dict(meta_steps=75000, msl_steps=5000, da_steps=25000, ensemble_top=5),
+        # The authors' Omniglot configs (experiment_config/omniglot_maml++-omniglot_1_8_0.1_64_
+        # {5,20}_0.json): batch_size 8, 100 epochs x 500 iterations, multi-step loss for 10
+        # epochs, first_order_to_second_order_epoch -1 (second order from the start),
+        # max_pooling true (conv4, not MAML's strided conv4).
+        "omniglot": dict(backbone="conv4", meta_batch=8, meta_steps=50000, da_steps=0),
+        "omniglot20": dict(backbone="conv4", meta_batch=8, meta_steps=50000, da_steps=0),
+    },
+    "quick": {"*": dict(msl_steps=500, da_steps=500, ensemble_top=0)},
+}
+"""MAML++'s own recipe values, by recipe and scenario kind ('*': every kind), applied before
+MAML's RECIPES (which fill what these leave unset). 'quick' keeps MAML's CPU recipe with the
+multi-step loss and the first-order phase over 500 steps, and no ensembling."""
+
+
 @dataclass
 class MAMLPlusPlusConfig(MAMLConfig):
     """MAML++ (Antoniou et al. 2019) with all five fixes on (each one a switch).
 
     Paper recipe: 5 inner steps at train and test, inner lr 0.1, MSL annealed over the first
-    10 epochs (5,000 steps), first order for the first 50 epochs (25,000 steps), cosine
-    annealing. BNRS (per-step running statistics) is replaced by per-step batch statistics:
-    the nets here keep no running statistics.
+    10 epochs (5,000 steps), cosine annealing, and at test the ensemble of the 5 checkpoints
+    with the best validation accuracy (one checkpoint per epoch of 500 steps). On Omniglot the
+    authors' configs train 50,000 steps of 8 tasks, second order throughout, with a max-pooling
+    conv4 (PLUS_RECIPES); elsewhere the paper's text: first order for the first 50 epochs
+    (25,000 steps), 75,000 steps. BNRS (per-step running statistics) is replaced by per-step
+    batch statistics: the nets here keep no running statistics.
     """
 
     inner_steps: int | None = 5
     test_steps: int | None = eval_field(5, "Inner SGD steps at meta-test.")
     inner_lr: float | None = 0.1
-    msl_steps: int = 5000
-    da_steps: int = 25000
+    msl_steps: int | None = None
+    """Multi-step loss annealed over this many meta-steps (None = the recipe's: 5,000 paper,
+    500 quick)."""
+    da_steps: int | None = None
+    """First order for this many meta-steps (None = the recipe's: 0 on Omniglot, 25,000 on
+    other scenarios, 500 quick)."""
     per_step_bn: bool = True
     learn_lrs: bool = True
     cosine: bool = True
+    ensemble_top: int | None = None
+    """Test with the ensemble of this many meta-weights, the best on the scenario's validation
+    episodes (0 = the last meta-weights). None = the recipe's: 5 paper, 0 quick."""
+    val_every: int = 500
+    """Meta-steps between validations when ensembling (the authors' epoch: 500 iterations);
+    the last meta-step is always validated too."""
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"recipe": "quick", "msl_steps": 500, "da_steps": 500},
-        "paper": {"recipe": "paper", "meta_steps": 75000}}
+        "quick": {"recipe": "quick"}, "paper": {"recipe": "paper"}}
     NAME: ClassVar[str] = "maml++"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self, "msl_steps", "da_steps", "ensemble_top", ge=0)
+        check_range(self, "val_every", ge=1)
+
+    def resolved(self, spec: ScenarioSpec) -> MAMLPlusPlusConfig:
+        """PLUS_RECIPES for this recipe and scenario kind, then MAML's RECIPES."""
+        table = PLUS_RECIPES[self.recipe]
+        kind = scenario_kind(spec)
+        values = {**table["*"], **table.get(kind, {})}
+        own = dataclasses.replace(self, **{k: v for k, v in values.items()
+                                           if getattr(self, k) is None})
+        return fill_from_recipe(own, RECIPES, kind)

@@ -216,7 +216,11 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
                         meta_steps_done=meta.get("meta_steps_done"))
         else:
             t0 = time.perf_counter()
-            learner.meta_train(scenario.meta_train, Budget(), progress)
+            # A learner that selects checkpoints on validation episodes (MAML++'s ensemble)
+            # takes them as the keyword `val_episodes`; the others are called as before.
+            val = ({"val_episodes": scenario.val_experiences}
+                   if "val_episodes" in inspect.signature(learner.meta_train).parameters else {})
+            learner.meta_train(scenario.meta_train, Budget(), progress, **val)
             # A run resumed from a partial checkpoint also counts the interrupted runs' time.
             elapsed = time.perf_counter() - t0 + float(getattr(learner, "resumed_seconds", 0.0))
             state = {k: v.detach().cpu().clone() for k, v in learner.state_dict().items()}

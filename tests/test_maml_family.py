@@ -86,12 +86,12 @@ def test_one_adaptation_step_equals_hand_computed_sgd(cfg) -> None:
     g = _mlp_grads(theta, x, y)
     for k in learner.names:
         if k not in learner.adapt_keys:
-            assert torch.equal(learner._adapted[k], theta[k]), f"{k} must not adapt"
+            assert torch.equal(learner._adapted[0][k], theta[k]), f"{k} must not adapt"
             continue
         lr = theta[f"lr:{k}"][0] if cfg.learn_lrs else cfg.inner_lr
         if cfg.mask != "none":
             lr = lr * mask_values(theta[f"mask:{k}"], cfg.mask)
-        torch.testing.assert_close(learner._adapted[k], theta[k] - lr * g[k],
+        torch.testing.assert_close(learner._adapted[0][k], theta[k] - lr * g[k],
                                    rtol=1e-5, atol=1e-6)
 
 
@@ -176,7 +176,7 @@ def test_anil_adapts_only_the_head_and_boil_only_the_body(cfg, changes: str) -> 
     learner.reset()
     learner.observe(xs[0], ys[0])
     for k in learner.names:
-        moved = not torch.equal(learner._adapted[k], theta[k])
+        moved = not torch.equal(learner._adapted[0][k], theta[k])
         expect = changes == "all" or (changes == "head") == is_head(k)
         assert moved == expect, f"{cfg.NAME}: {k} moved={moved}"
     with torch.no_grad():
@@ -634,8 +634,12 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
 @pytest.mark.parametrize(("learner", "scenario", "extra", "expect"), [
     ("maml", "omniglot-fewshot", {"ways": "20"},
      {"inner_steps_train": 5, "inner_lr": 0.1, "meta_batch": 16, "backbone": "conv4-stride"}),
-    ("maml++", "omniglot-fewshot", {"ways": "20"},
-     {"inner_steps_train": 5, "inner_steps_test": 5, "meta_batch": 16}),
+    # the authors' 20-way config: 8 tasks, max-pooling conv4, second order throughout, and the
+    # test-time ensemble of the best validated checkpoints (here the one validation, at the end)
+    ("maml++", "omniglot-fewshot", {"ways": "20", "val_episodes": "2"},
+     {"inner_steps_train": 5, "inner_steps_test": 5, "meta_batch": 8, "backbone": "conv4",
+      "gradient_order": "second", "checkpoint_selection": "ensemble of top-5 by val accuracy "
+      "(every 500 steps, 2 val episodes; members from step 2)"}),
     ("maml", "miniimagenet-fewshot", {"shots": "1"},
      {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 4, "backbone": "conv4"}),
     ("maml", "miniimagenet-fewshot", {"shots": "5"},
