@@ -832,9 +832,10 @@ class MAMLPlusPlusConfig(MAMLConfig):
     10 epochs (5,000 steps), cosine annealing, and at test the ensemble of the 5 checkpoints
     with the best validation accuracy (one checkpoint per epoch of 500 steps). On Omniglot the
     authors' configs train 50,000 steps of 8 tasks, second order throughout, with a max-pooling
-    conv4 (PLUS_RECIPES); elsewhere the paper's text: first order for the first 50 epochs
-    (25,000 steps), 75,000 steps. BNRS (per-step running statistics) is replaced by per-step
-    batch statistics: the nets here keep no running statistics.
+    conv4 (PLUS_RECIPES); elsewhere first order for the first 50 epochs (25,000 steps), as the
+    paper describes derivative-order annealing, and 75,000 steps. BNRS (per-step running
+    statistics) is replaced by per-step batch statistics: the nets here keep no running
+    statistics.
     """
 
     inner_steps: int | None = 5
