@@ -809,19 +809,30 @@ class BOILConfig(MAMLConfig):
 
 PLUS_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
-        "*": dict(meta_steps=75000, msl_steps=5000, da_steps=25000, ensemble_top=5),
+        "*": dict(meta_steps=75000, msl_steps=5000, da_steps=25000, ensemble_top=5,
+                  inner_lr=0.1, cosine=True),
         # The authors' Omniglot configs (experiment_config/omniglot_maml++-omniglot_1_8_0.1_64_
         # {5,20}_0.json): batch_size 8, 100 epochs x 500 iterations, multi-step loss for 10
         # epochs, first_order_to_second_order_epoch -1 (second order from the start),
         # max_pooling true (conv4, not MAML's strided conv4).
         "omniglot": dict(backbone="conv4", meta_batch=8, meta_steps=50000, da_steps=0),
         "omniglot20": dict(backbone="conv4", meta_batch=8, meta_steps=50000, da_steps=0),
+        # Their MiniImageNet configs (experiment_config/mini-imagenet_maml++-mini-imagenet_
+        # {1,5}_2_0.01_48_5_0.json): batch_size 2, 48 filters, init inner lr 0.01, 100 epochs,
+        # multi-step loss for 15 epochs, second order from the start, 15 target samples, and
+        # min_learning_rate = meta_learning_rate (0.001), i.e. no annealing of the meta lr.
+        "miniimagenet": dict(backbone="conv4", channels=48, meta_batch=2, meta_steps=50000,
+                             msl_steps=7500, da_steps=0, inner_lr=0.01, cosine=False),
     },
-    "quick": {"*": dict(msl_steps=500, da_steps=500, ensemble_top=0)},
+    "quick": {
+        "*": dict(msl_steps=500, da_steps=500, ensemble_top=0, inner_lr=0.1, cosine=True),
+        "miniimagenet": dict(channels=48, inner_lr=0.01, cosine=False),
+    },
 }
 """MAML++'s own recipe values, by recipe and scenario kind ('*': every kind), applied before
-MAML's RECIPES (which fill what these leave unset). 'quick' keeps MAML's CPU recipe with the
-multi-step loss and the first-order phase over 500 steps, and no ensembling."""
+MAML's RECIPES (which fill what these leave unset; `channels` counts as unset at 0). 'quick'
+keeps MAML's CPU recipe with the multi-step loss and the first-order phase over 500 steps, and
+no ensembling, with MAML++'s inner lr, schedule and width."""
 
 
 @dataclass
@@ -830,17 +841,21 @@ class MAMLPlusPlusConfig(MAMLConfig):
 
     Paper recipe: 5 inner steps at train and test, inner lr 0.1, MSL annealed over the first
     10 epochs (5,000 steps), cosine annealing, and at test the ensemble of the 5 checkpoints
-    with the best validation accuracy (one checkpoint per epoch of 500 steps). On Omniglot the
-    authors' configs train 50,000 steps of 8 tasks, second order throughout, with a max-pooling
-    conv4 (PLUS_RECIPES); elsewhere first order for the first 50 epochs (25,000 steps), as the
-    paper describes derivative-order annealing, and 75,000 steps. BNRS (per-step running
+    with the best validation accuracy (one checkpoint per epoch of 500 steps). The authors'
+    configs (PLUS_RECIPES) train 50,000 steps, second order throughout, with a max-pooling
+    conv4: on Omniglot 8 tasks per meta-batch; on MiniImageNet 2 tasks, 48 channels, inner lr
+    0.01, MSL over 7,500 steps and a constant meta lr. Other scenarios: first order for the
+    first 50 epochs (25,000 steps), as the paper describes derivative-order annealing, and
+    75,000 steps. BNRS (per-step running
     statistics) is replaced by per-step batch statistics: the nets here keep no running
     statistics.
     """
 
     inner_steps: int | None = 5
     test_steps: int | None = eval_field(5, "Inner SGD steps at meta-test.")
-    inner_lr: float | None = 0.1
+    inner_lr: float | None = None
+    """Initial inner lr, learned per layer and step (None = the recipe's: 0.1, 0.01 on
+    MiniImageNet)."""
     msl_steps: int | None = None
     """Multi-step loss annealed over this many meta-steps (None = the recipe's: 5,000 paper,
     500 quick)."""
@@ -849,7 +864,9 @@ class MAMLPlusPlusConfig(MAMLConfig):
     other scenarios, 500 quick)."""
     per_step_bn: bool = True
     learn_lrs: bool = True
-    cosine: bool = True
+    cosine: bool | None = None
+    """Cosine annealing of the meta lr (None = the recipe's: on, off on MiniImageNet, where
+    the authors' minimum lr equals the meta lr)."""
     ensemble_top: int | None = None
     """Test with the ensemble of this many meta-weights, the best on the scenario's validation
     episodes (0 = the last meta-weights). None = the recipe's: 5 paper, 0 quick."""
@@ -871,5 +888,6 @@ class MAMLPlusPlusConfig(MAMLConfig):
         kind = scenario_kind(spec)
         values = {**table["*"], **table.get(kind, {})}
         own = dataclasses.replace(self, **{k: v for k, v in values.items()
-                                           if getattr(self, k) is None})
+                                           if getattr(self, k) is None
+                                           or (k == "channels" and not self.channels)})
         return fill_from_recipe(own, RECIPES, kind)

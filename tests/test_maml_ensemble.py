@@ -311,3 +311,22 @@ def test_presets_paper_ensembles_top_5_every_500_steps_quick_does_not() -> None:
             paper.backbone) == (8, 50000, 5000, 0, "conv4")
     assert quick.ensemble_top == 0
     assert dataclasses.replace(paper, ensemble_top=2).resolved(omni20).ensemble_top == 2
+
+
+def test_paper_preset_on_miniimagenet_is_the_authors_config_and_set_values_win() -> None:
+    # experiment_config/mini-imagenet_maml++-mini-imagenet_1_2_0.01_48_5_0.json: batch 2, 48
+    # filters, inner lr 0.01, 100 epochs of 500, MSL over 15 epochs, second order from the
+    # start, min lr = meta lr (no cosine), max pooling.
+    mini = ScenarioSpec(input_shape=(3, 84, 84), n_outputs=5, episodic=True)
+    paper = MAMLPlusPlusConfig(recipe="paper").resolved(mini)
+    assert (paper.backbone, paper.channels, paper.meta_batch, paper.meta_steps,
+            paper.msl_steps, paper.da_steps, paper.inner_lr, paper.cosine,
+            paper.ensemble_top) == ("conv4", 48, 2, 50000, 7500, 0, 0.01, False, 5)
+    # Omniglot keeps MAML++'s inner lr 0.1, cosine annealing and MAML's 64 channels.
+    omni = MAMLPlusPlusConfig(recipe="paper").resolved(
+        ScenarioSpec(input_shape=(1, 28, 28), n_outputs=5, episodic=True))
+    assert (omni.inner_lr, omni.cosine, omni.channels) == (0.1, True, 0)
+    # What the user sets is kept, including cosine=True and a width where the recipe has one.
+    mine = MAMLPlusPlusConfig(recipe="paper", channels=32, inner_lr=0.05,
+                              cosine=True).resolved(mini)
+    assert (mine.channels, mine.inner_lr, mine.cosine) == (32, 0.05, True)
