@@ -45,11 +45,13 @@ def test_parameter_counts_match_the_papers() -> None:
 
 def test_anml_shapes_and_gate() -> None:
     net = ANMLNet(3, 112, 256, 1000, 28)
-    x = torch.rand(2, 3, 28, 28)
+    x = torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
     assert net.nm(x).shape == (2, 1008) and net.pred(x).shape == (2, 2304)
     assert net.features(x).shape == (2, 2304) and net(x).shape == (2, 1000)
-    # per-image normalization: an image's features do not depend on its batch
-    torch.testing.assert_close(net.features(x[:1]), net.features(x)[:1], atol=1e-5, rtol=1e-5)
+    # per-image normalization: an image's features do not depend on its batch. Convolutions of
+    # a batch of 1 and of 2 round differently (up to 1.7e-5 on features of size ~1.4 over 100
+    # random inputs), hence 1e-4; a batch statistic would change them by orders more.
+    torch.testing.assert_close(net.features(x[:1]), net.features(x)[:1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
