@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_maml_family import _Interrupt, _RandomSampler
 
 from baselines.maml import MAMLPlusPlusConfig
 from harness.config import BuildContext, apply_overrides
@@ -26,25 +27,14 @@ SMALL = dict(backbone="conv4", channels=4, inner_steps=2, test_steps=2, meta_bat
              msl_steps=2, da_steps=2, checkpoint_every_s=0.0)
 
 
-class _Interrupt(Exception):
-    pass
+class _Tasks(_RandomSampler):
+    """Random 3-way 2-shot tasks (interruptible at call `stop_at`) whose query labels are the
+    classes in order, like the validation episodes', so validation scores move as it trains."""
 
-
-class _RandomTasks:
-    """New random 3-way 2-shot tasks from the meta-training generator at every call; raises
-    _Interrupt at call `stop_at` (so a resumed run must restore the generator)."""
-
-    shots = 2
-
-    def __init__(self, stop_at: int = -1) -> None:
-        self.calls, self.stop_at = 0, stop_at
-
-    def sample_batch(self, n, g, ways=None, shots=None, queries=None):
-        if self.calls == self.stop_at:
-            raise _Interrupt
-        self.calls += 1
-        return (torch.rand(n, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(2).expand(n, -1),
-                torch.rand(n, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(2).expand(n, -1))
+    def draw(self, n, g):
+        labels = torch.arange(3).repeat(2).expand(n, -1)
+        return (torch.rand(n, 6, 1, 16, 16, generator=g), labels,
+                torch.rand(n, 6, 1, 16, 16, generator=g), labels)
 
 
 def _episodes(n: int, seed: int = 1) -> list[Experience]:
@@ -113,7 +103,7 @@ def test_meta_training_keeps_the_k_best_validated_checkpoints() -> None:
             seen.append((_val_score_by_hand(learner, val), done,
                          {k: v.detach().clone() for k, v in learner.meta_params().items()}))
 
-    learner.meta_train(_RandomTasks(), Budget(), progress, val_episodes=val)
+    learner.meta_train(_Tasks(), Budget(), progress, val_episodes=val)
     assert [s for _, s, _ in seen] == list(range(1, 9)), "validated after every step"
     assert len({round(s, 6) for s, _, _ in seen}) > 2, "the scores must differ to test a pick"
     best = sorted(seen, key=lambda t: (t[0], t[1]), reverse=True)[:3]  # ties: the later step
@@ -135,14 +125,14 @@ def test_meta_training_keeps_the_k_best_validated_checkpoints() -> None:
 def test_validation_every_n_steps_and_after_the_last() -> None:
     steps = []
     learner = _build(meta_steps=7, ensemble_top=2, val_every=3)
-    learner.meta_train(_RandomTasks(), Budget(), lambda ph, d, t, i: steps.append(d)
+    learner.meta_train(_Tasks(), Budget(), lambda ph, d, t, i: steps.append(d)
                        if ph == "validation" else None, val_episodes=_episodes(1))
     assert steps == [3, 6, 7]
 
 
 def test_the_ensemble_predicts_the_mean_of_its_members_logits() -> None:
     learner = _build(meta_steps=6, ensemble_top=3, val_every=2)
-    learner.meta_train(_RandomTasks(), Budget(), None, val_episodes=_episodes(2))
+    learner.meta_train(_Tasks(), Budget(), None, val_episodes=_episodes(2))
     members = learner.members()
     assert len(members) == 3
     (ep,) = _episodes(1, seed=5)
@@ -176,10 +166,10 @@ def test_ensemble_top_0_is_the_last_checkpoint_as_before() -> None:
     assert not [k for k in off.state_dict() if k.startswith("ens")]
     assert set(off.state_dict()) == {f"params.{k}" for k in off.params} | {
         f"lrs.{k}" for k in off.lrs}
-    off.meta_train(_RandomTasks(), Budget(), None)
+    off.meta_train(_Tasks(), Budget(), None)
     assert off.describe()["checkpoint_selection"] == "last"
     on = _build(ensemble_top=2, val_every=2)
-    on.meta_train(_RandomTasks(), Budget(), None, val_episodes=_episodes(2))
+    on.meta_train(_Tasks(), Budget(), None, val_episodes=_episodes(2))
     for k, v in off.state_dict().items():
         assert torch.equal(on.state_dict()[k], v), k
     (ep,) = _episodes(1, seed=5)
@@ -200,24 +190,24 @@ def test_ensemble_top_0_is_the_last_checkpoint_as_before() -> None:
 def test_resumed_meta_training_keeps_the_same_ensemble(tmp_path) -> None:
     val = _episodes(2)
     straight = _build(meta_steps=8, ensemble_top=2, val_every=2)
-    straight.meta_train(_RandomTasks(), Budget(), None, val_episodes=val)
+    straight.meta_train(_Tasks(), Budget(), None, val_episodes=val)
     path = tmp_path / "partial.safetensors"
     first = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
     with pytest.raises(_Interrupt):  # stops after 5 steps: two validations held
-        first.meta_train(_RandomTasks(stop_at=5), Budget(), None, val_episodes=val)
+        first.meta_train(_Tasks(stop_at=5), Budget(), None, val_episodes=val)
     saved = load_file(str(path))
     assert sorted(saved["model.ens_step"].tolist()) == [2, 4]
     assert "model.ens1/conv0/weight" in saved, "the partial checkpoint carries the members"
     restored = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
     with pytest.raises(_Interrupt):  # restores the partial checkpoint, then stops at once
-        restored.meta_train(_RandomTasks(stop_at=0), Budget(), None, val_episodes=val)
+        restored.meta_train(_Tasks(stop_at=0), Budget(), None, val_episodes=val)
     assert restored.ens_step.tolist() == first.ens_step.tolist()
     assert restored.ens_score.tolist() == first.ens_score.tolist()
     for a, b in zip(restored.members(), first.members(), strict=True):
         for name, v in b.items():
             assert torch.equal(a[name], v), name
     resumed = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
-    resumed.meta_train(_RandomTasks(), Budget(), None, val_episodes=val)
+    resumed.meta_train(_Tasks(), Budget(), None, val_episodes=val)
     assert not path.exists()
     assert resumed.ens_step.tolist() == straight.ens_step.tolist()
     assert resumed.ens_score.tolist() == straight.ens_score.tolist()
@@ -279,7 +269,7 @@ def test_ensembling_without_validation_episodes_is_a_one_line_error(tmp_path, mo
 
     learner = _build()
     with pytest.raises(HarnessError, match="ensemble_top=3 picks checkpoints on validation") as e:
-        learner.meta_train(_RandomTasks(), Budget(), None)
+        learner.meta_train(_Tasks(), Budget(), None)
     assert "\n" not in str(e.value)
     monkeypatch.setattr(experiment, "_MEMO", {})
     run = experiment.RunConfig(

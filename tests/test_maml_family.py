@@ -768,6 +768,9 @@ class _RandomSampler:
         if self.calls == self.stop_at:
             raise _Interrupt
         self.calls += 1
+        return self.draw(n, g)
+
+    def draw(self, n, g):
         return (torch.rand(n, 6, 1, 16, 16, generator=g), torch.arange(3).repeat(2).expand(n, -1),
                 torch.rand(n, 9, 1, 16, 16, generator=g), torch.randint(0, 3, (n, 9), generator=g))
 
