@@ -7,8 +7,9 @@
 #   graph   bench_maml_cuda_graph.py: eager vs CUDA-graph meta-steps/s on the paper recipe;
 #   paper   the `paper` presets of MAML and MAML++ on Omniglot 20-way 1-shot, each cut by a
 #           meta-training time limit (rows record meta_steps_done), to measure the step rate;
-#   resume  continue the full `paper` MAML Omniglot 20-way 1-shot run for PAPER_SECONDS
-#           (default 240) with CUDA graphs (eager if the graph benchmark failed), from the checkpoint cache in .gpu-cache/ (carry it:
+#   resume  continue the full `paper` Omniglot 20-way 1-shot run of PAPER_LEARNER (default
+#           maml; maml++ is the other) for PAPER_SECONDS (default 240) with CUDA graphs (eager
+#           if the graph benchmark failed), from the checkpoint cache in .gpu-cache/ (carry it:
 #           the run keeps a partial checkpoint there and resumes it next time); the cache comes
 #           back as $OUT/gpu-cache.tar, the row under $OUT/res.
 #   e.g.  bash benchmarks/gpu_check.sh tests graph resume
@@ -46,8 +47,9 @@ for section in $SECTIONS; do
       mkdir -p .gpu-cache
       ls -l .gpu-cache/checkpoints 2>/dev/null
       HARNESS_CACHE_DIR=$PWD/.gpu-cache timeout $((secs + 150)) "${HARNESS[@]}" run \
-          --scenario omniglot-fewshot --learner maml --preset paper --device cuda \
-          --set ways=20,shots=1,cuda_graph=$GRAPH,time_limit_s=$secs --out "$OUT/res" --quiet
+          --scenario omniglot-fewshot --learner "${PAPER_LEARNER:-maml}" --preset paper \
+          --device cuda --set ways=20,shots=1,cuda_graph=$GRAPH,time_limit_s=$secs \
+          --out "$OUT/res" --quiet
       ls -l .gpu-cache/checkpoints
       tar -C .gpu-cache -cf "$OUT/gpu-cache.tar" . ;;
     *) echo "unknown section $section (tests vmap graph paper resume)"; exit 2 ;;
