@@ -21,6 +21,9 @@ checked equal.
   - compile: the vmap function under `torch.compile` (reported as failed where the installed
     torch cannot compile it, and flagged MISMATCH where its meta-gradient differs; with torch
     2.15 on CPU it differs by ~10% of the largest entry, so it is not the default).
+  - bound: the meta-batch's images as a single task (5 x 32 support and query images, shared
+    weights): the same arithmetic with no per-task weights, so no batching of the tasks can be
+    faster. Its speed-up over the loop is the ceiling of any vectorisation on this machine.
 
 Memory: each (order, inner steps) configuration runs in a fresh subprocess on random 28x28
 tasks (memory does not depend on pixel values) and makes one meta-step; printed is its peak
@@ -46,6 +49,8 @@ import torch.nn.functional as F
 from baselines.maml import MAMLConfig
 from harness.config import BuildContext
 from scenarios.fewshot import OmniglotFewShotConfig
+
+BOUND = "bound: one task of all images"
 
 
 def make_learner(spec, steps: int = 1, first_order: bool = False, device: str = "cpu"):
@@ -94,6 +99,10 @@ def timing(args) -> list[str]:
     if args.compile:
         compiled = torch.compile(learner.meta_batch_loss)
         methods["vmap + torch.compile"] = lambda: vmap_meta_grad(learner, *tasks, fn=compiled)
+    # The ceiling of any batching of the tasks: the same images and the same arithmetic as one
+    # big task with shared weights (no per-task weights at all). Not the same meta-gradient.
+    one_task = [t.reshape(1, -1, *t.shape[2:]) for t in tasks]
+    methods[BOUND] = lambda: vmap_meta_grad(learner, *one_task)
     times: dict[str, list[float]] = {m: [] for m in methods}
     results: dict[str, tuple[float, dict]] = {}
     failed: dict[str, str] = {}
@@ -125,6 +134,9 @@ def timing(args) -> list[str]:
             continue
         loss, grads = results[name]
         t = statistics.median(times[name])
+        if name == BOUND:
+            print(f"{name:32s} {t:13.3f} {ref_t / t:8.2f}x   (not the same tasks: the ceiling)")
+            continue
         # Relative to the largest meta-gradient entry (conv biases before batch norm have
         # ~0 gradient, so a per-tensor ratio would be noise); inductor reorders float ops.
         scale = max(float(g.abs().max()) for g in ref_grads.values())
