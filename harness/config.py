@@ -26,6 +26,11 @@ def eval_field(default: Any, doc: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"eval": True, "doc": doc})
 
 
+def eval_params(cfg: Any) -> tuple[str, ...]:
+    """Names of the fields of `cfg` declared with `eval_field`."""
+    return tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("eval"))
+
+
 def _coerce(value: Any, tp: Any, name: str, what: str) -> Any:
     """Convert a --set string (or a TOML value) to the field's declared type."""
     origin = typing.get_origin(tp)

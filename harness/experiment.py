@@ -143,7 +143,9 @@ def meta_train_fingerprint(scenario: Scenario) -> str:
     pool = scenario.meta_train
     if isinstance(pool, LabeledPool):
         return tensor_digest(pool.x, pool.y)[:16]
-    params = {k: v for k, v in scenario.params.items() if k != "seed"}
+    # The scored episodes' own parameters (`eval_params`, e.g. test_episodes) do not change it.
+    skip = {"seed", *getattr(scenario, "eval_params", ())}
+    params = {k: v for k, v in scenario.params.items() if k not in skip}
     return stable_hash([scenario.id, scenario.version, type(pool).__name__, params])
 
 

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from harness.config import check_range, to_dict
+from harness.config import check_range, eval_field, eval_params, to_dict
 from harness.protocol import Experience, ScenarioSpec, tensor_digest
 from scenarios.base import BuiltScenario, derive_seed, generator
 
@@ -180,6 +180,10 @@ class FewShotScenario(BuiltScenario):
     `experiences`. Empty when `experiences` is the only set."""
     test_steps_grid: tuple[int, ...] = ()
     """Regression: inner-step counts at which every set is scored (Finn et al.: 1, 5, 10)."""
+    eval_params: tuple[str, ...] = ()
+    """Scenario parameters that change only the scored episodes (e.g. `test_episodes`): left out
+    of the meta-training fingerprint, so changing them reuses the meta-trained checkpoint.
+    Whatever shapes the validation episodes stays in (MAML++ picks checkpoints on them)."""
 
     @cached_property
     def stream_hash(self) -> str:
@@ -223,7 +227,7 @@ class OmniglotFewShotConfig:
     """Support images per class (1 or 5)."""
     queries: int = 15
     """Query images per class in test and validation episodes."""
-    test_episodes: int = 600
+    test_episodes: int = eval_field(600, "Scored episodes.")
     """Scored episodes (mean and 1.96 sd/sqrt(n) CI over them)."""
     val_episodes: int = 100
     """Validation episodes from the 59 held-out evaluation characters."""
@@ -271,7 +275,8 @@ class OmniglotFewShotConfig:
             id=self.ID, version=self.VERSION,
             spec=ScenarioSpec(input_shape=(1, s, s), n_outputs=self.ways, episodic=True),
             experiences=test, val_experiences=val_eps, meta_train=sampler,
-            params={**to_dict(self), "seed": int(seed)}, data_digest=digest,
+            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
+            data_digest=digest,
         )
 
 
@@ -292,7 +297,7 @@ class MiniImageNetFewShotConfig:
     """Support images per class (1 or 5)."""
     queries: int = 15
     """Query images per class in test and validation episodes."""
-    test_episodes: int = 600
+    test_episodes: int = eval_field(600, "Scored episodes from the 20 test classes.")
     """Scored episodes from the 20 test classes."""
     val_episodes: int = 100
     """Validation episodes from the 16 validation classes."""
@@ -334,7 +339,8 @@ class MiniImageNetFewShotConfig:
             id=self.ID, version=self.VERSION,
             spec=ScenarioSpec(input_shape=(3, s, s), n_outputs=self.ways, episodic=True),
             experiences=test_eps, val_experiences=val_eps, meta_train=sampler,
-            params={**to_dict(self), "seed": int(seed)}, data_digest=digest,
+            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
+            data_digest=digest,
         )
 
 
@@ -417,11 +423,11 @@ class SinusoidFewShotConfig:
 
     shots: int = 10
     """K of the scored episode set (`experiences`); every set in `eval_shots` is scored too."""
-    eval_shots: tuple[int, ...] = (5, 10)
+    eval_shots: tuple[int, ...] = eval_field((5, 10), "K values with a scored episode set.")
     """K values with a scored episode set (same functions and query points for each)."""
     queries: int = 100
     """Held-out query points per test function (x ~ U[-5, 5])."""
-    test_episodes: int = 600
+    test_episodes: int = eval_field(600, "Scored test functions.")
     """Scored test functions."""
     val_episodes: int = 100
     """Validation functions (drawn with a seed derived from the scenario seed)."""
@@ -429,7 +435,7 @@ class SinusoidFewShotConfig:
     """K of the meta-training tasks (MAML: trained 10-shot, tested 5- and 10-shot)."""
     train_queries: int = 10
     """Query points per meta-training task (MAML: K)."""
-    test_steps_grid: tuple[int, ...] = (1, 5, 10)
+    test_steps_grid: tuple[int, ...] = eval_field((1, 5, 10), "Scored inner-step counts.")
     """Inner-step counts at which every episode set is scored (mse_{K}shot_{S}step)."""
 
     ID = "sinusoid-fewshot"
@@ -461,7 +467,7 @@ class SinusoidFewShotConfig:
             spec=ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True),
             experiences=sets[f"{self.shots}shot"], val_experiences=val_eps,
             meta_train=SinusoidSampler(self.train_shots, self.train_queries),
-            params={**to_dict(self), "seed": int(seed)},
+            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
             data_digest=f"sinusoid:A{AMP_RANGE}:phase{PHASE_RANGE}:x{X_RANGE}",
             episode_sets=sets, test_steps_grid=tuple(self.test_steps_grid),
         )

@@ -571,6 +571,37 @@ def test_each_seed_meta_trains_its_own_checkpoint(tmp_path, monkeypatch) -> None
     assert results[2]["checkpoint"] == results[0]["checkpoint"]
 
 
+def test_more_test_episodes_reuse_the_checkpoint_other_scenario_changes_retrain(
+        tmp_path, monkeypatch) -> None:
+    """Scored-episode parameters (test_episodes, eval_shots, test_steps_grid) leave the
+    meta-trained checkpoint valid; what shapes meta-training or the validation episodes (which
+    MAML++ selects checkpoints on) does not. Before, any scenario parameter retrained, so a
+    60k-step paper run had to be repeated to score it on more episodes."""
+    from harness import experiment
+
+    base = {"val_episodes": "2", "meta_batch": "2", "meta_steps": "2"}
+
+    def meta(**changes):
+        monkeypatch.setattr(experiment, "_MEMO", {})  # as a new process
+        run = experiment.RunConfig(
+            scenario="sinusoid-fewshot", learner="maml", seed=0, out_dir=tmp_path / "res",
+            cache_dir=tmp_path / "cache",
+            overrides={"test_episodes": "2", **base, **changes})
+        res = experiment.execute(run)
+        assert res.status == "ok", res.error
+        return json.loads(res.csv_path.with_suffix(".json").read_text())["meta_train"]
+
+    first = meta()
+    assert not first["checkpoint_cached"]
+    for changes in ({"test_episodes": "3"}, {"eval_shots": "5"}, {"test_steps_grid": "1,2"}):
+        again = meta(**changes)
+        assert again["checkpoint_cached"] and again["checkpoint"] == first["checkpoint"], changes
+    for changes in ({"train_shots": "5"}, {"val_episodes": "3"}, {"queries": "50"}):
+        other = meta(**changes)
+        assert not other["checkpoint_cached"], changes
+        assert other["checkpoint"] != first["checkpoint"], changes
+
+
 def test_a_diverging_episode_is_a_diverged_run_with_a_clear_message() -> None:
     from harness.errors import DivergedError
     from harness.experiment import build_scenario
