@@ -675,6 +675,10 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
      {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 4, "backbone": "conv4"}),
     ("maml", "miniimagenet-fewshot", {"shots": "5"},
      {"inner_steps_train": 5, "inner_steps_test": 10, "backbone": "conv4"}),
+    # the authors' MiniImageNet config: 2 tasks, inner lr 0.01, second order throughout
+    ("maml++", "miniimagenet-fewshot", {"shots": "1", "val_episodes": "2"},
+     {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 2, "backbone": "conv4",
+      "gradient_order": "second"}),
 ])
 def test_paper_preset_of_the_gpu_rows_runs_end_to_end(tmp_path, monkeypatch, learner, scenario,
                                                        extra, expect) -> None:
