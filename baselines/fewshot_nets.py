@@ -102,6 +102,11 @@ class Conv4:
     """'max' (2x2 max-pool after each block) or 'stride' (stride-2 convs, Finn's Omniglot)."""
 
     @property
+    def width(self) -> str:
+        """Channels per layer, for result rows."""
+        return str(self.channels)
+
+    @property
     def feature_dim(self) -> int:
         if self.pool == "stride":
             return self.channels
@@ -161,6 +166,11 @@ class MLP:
     zero biases (MAML's code: 0.01 for the sinusoid net)."""
 
     @property
+    def width(self) -> str:
+        """Hidden units per layer, for result rows."""
+        return "-".join(map(str, self.hidden))
+
+    @property
     def feature_dim(self) -> int:
         return self.hidden[-1]
 
@@ -207,6 +217,11 @@ class ResNet12:
     image_size: int = 84
     widths: tuple[int, ...] = (64, 160, 320, 640)
     n_out: int = 5
+
+    @property
+    def width(self) -> str:
+        """Channels per block, for result rows."""
+        return "-".join(map(str, self.widths))
 
     @property
     def feature_dim(self) -> int:

@@ -592,7 +592,8 @@ class MAMLLearner(nn.Module):
         order = "first" if c.first_order else (
             f"first for {c.da_steps} steps, then second" if c.da_steps else "second")
         return {
-            "backbone": c.backbone, "inner_lr": c.inner_lr, "inner_steps_train": c.inner_steps,
+            "backbone": c.backbone, "backbone_width": self.net.width,
+            "inner_lr": c.inner_lr, "inner_steps_train": c.inner_steps,
             "inner_steps_test": c.test_steps, "gradient_order": order,
             "adapted_params": c.adapt, "meta_batch": c.meta_batch, "meta_steps": c.meta_steps,
             "train_queries_per_class": c.train_queries or "shots",

@@ -329,7 +329,8 @@ class ReptileLearner(nn.Module):
     def describe(self) -> dict[str, Any]:
         c = self.cfg
         return {
-            "backbone": c.backbone, "inner_lr": c.inner_lr, "inner_opt": c.inner_opt,
+            "backbone": c.backbone, "backbone_width": self.net.width,
+            "inner_lr": c.inner_lr, "inner_opt": c.inner_opt,
             "inner_steps_train": c.inner_steps, "inner_steps_test": c.test_steps,
             "gradient_order": "none (Reptile)", "meta_batch": c.meta_batch,
             "meta_steps": c.meta_steps, "train_shots": c.train_shots,

@@ -664,7 +664,8 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
 
 @pytest.mark.parametrize(("learner", "scenario", "extra", "expect"), [
     ("maml", "omniglot-fewshot", {"ways": "20"},
-     {"inner_steps_train": 5, "inner_lr": 0.1, "meta_batch": 16, "backbone": "conv4-stride"}),
+     {"inner_steps_train": 5, "inner_lr": 0.1, "meta_batch": 16, "backbone": "conv4-stride",
+      "backbone_width": "64"}),
     # the authors' 20-way config: 8 tasks, max-pooling conv4, second order throughout, and the
     # test-time ensemble of the best validated checkpoints (here the one validation, at the end)
     ("maml++", "omniglot-fewshot", {"ways": "20", "val_episodes": "2"},
@@ -672,13 +673,14 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
       "gradient_order": "second", "checkpoint_selection": "ensemble of top-5 by val accuracy "
       "(every 500 steps, 2 val episodes; members from step 2)"}),
     ("maml", "miniimagenet-fewshot", {"shots": "1"},
-     {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 4, "backbone": "conv4"}),
+     {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 4, "backbone": "conv4",
+      "backbone_width": "32"}),
     ("maml", "miniimagenet-fewshot", {"shots": "5"},
      {"inner_steps_train": 5, "inner_steps_test": 10, "backbone": "conv4"}),
     # the authors' MiniImageNet config: 2 tasks, inner lr 0.01, second order throughout
     ("maml++", "miniimagenet-fewshot", {"shots": "1", "val_episodes": "2"},
      {"inner_steps_train": 5, "inner_lr": 0.01, "meta_batch": 2, "backbone": "conv4",
-      "gradient_order": "second"}),
+      "backbone_width": "48", "gradient_order": "second"}),
 ])
 def test_paper_preset_of_the_gpu_rows_runs_end_to_end(tmp_path, monkeypatch, learner, scenario,
                                                        extra, expect) -> None:
