@@ -21,8 +21,8 @@ default, non-transductive) normalises every query with the support set's statist
 query influences another. Result rows record which (`transductive_bn`).
 
 Checkpoint ensembling (MAML++'s test protocol, `ensemble_top` > 0): meta-training scores the
-meta-weights on the scenario's validation episodes every `val_every` meta-steps and keeps the
-`ensemble_top` best on the CPU; at test every member adapts on the support set and `predict`
+meta-weights on the scenario's validation episodes every `val_every` meta-steps and keeps copies
+of the `ensemble_top` best; at test every member adapts on the support set and `predict`
 returns the mean of their outputs (logits). See `MAMLLearner.meta_train` and docs/maml.md.
 """
 
@@ -251,10 +251,11 @@ class MAMLLearner(nn.Module):
             for k in self.adapt_keys:
                 self.masks[_key(k)] = nn.Parameter(torch.ones_like(init[k]))
         self.to(ctx.device)
-        # Checkpoint ensembling: `ensemble_top` slots of meta-weights, registered after the move
-        # to the device so that they stay on the CPU. They are buffers, so the state dict (and
-        # with it the harness checkpoint and the partial one) carries them; an empty slot has
-        # score NaN. Only maml++ has the switch (a field of its config).
+        # Checkpoint ensembling: `ensemble_top` slots of meta-weights, beside the weights on
+        # the learner's device (an episode adapts every member without a copy). They are
+        # buffers, so the state dict (and with it the harness checkpoint and the partial one)
+        # carries them; an empty slot has score NaN. Only maml++ has the switch (a field of
+        # its config).
         self.ensemble_top = int(getattr(cfg, "ensemble_top", 0) or 0)
         if self.ensemble_top:
             k = self.ensemble_top
@@ -263,7 +264,7 @@ class MAMLLearner(nn.Module):
             self.register_buffer("ens_n_val", torch.zeros((), dtype=torch.int64))
             for i in range(k):
                 for name, v in self.meta_params().items():
-                    self.register_buffer(_member_key(i, name), torch.zeros_like(v, device="cpu"))
+                    self.register_buffer(_member_key(i, name), torch.zeros_like(v))
         self._validating = False
         self._support: list[tuple[Tensor, Tensor]] = []
         self._adapted: list[Params] | None = None
@@ -279,8 +280,8 @@ class MAMLLearner(nn.Module):
         return p
 
     def members(self) -> list[Params]:
-        """The ensemble's meta-weights (CPU), in slot order; [] when not ensembling or before
-        the first validation."""
+        """The ensemble's meta-weights, in slot order; [] when not ensembling or before the
+        first validation."""
         if not self.ensemble_top:
             return []
         names = list(self.meta_params())
@@ -291,9 +292,7 @@ class MAMLLearner(nn.Module):
         """The weights an episode adapts from: the ensemble's members once it holds any
         (except while meta-training validates the current weights), else the meta-weights."""
         held = [] if self._validating else self.members()
-        if held:
-            return [{k: v.to(self.device) for k, v in m.items()} for m in held]
-        return [detach_params(self.meta_params())]
+        return held or [detach_params(self.meta_params())]
 
     def _lr(self, meta: Params, step: int) -> dict[str, Tensor | float]:
         """Per-parameter scalar inner lr at `step` (LSLR: learned; steps past the learned
@@ -495,8 +494,8 @@ class MAMLLearner(nn.Module):
                 progress("meta-train", step + 1, total,
                          {"loss": float(loss), "mse" if self.regression else "acc": float(score)})
             if self.ensemble_top and ((step + 1) % cfg.val_every == 0 or step + 1 == total):
-                self.ens_n_val.fill_(len(val_episodes or ()))
-                val = self.validation_score(val_episodes or ())
+                self.ens_n_val.fill_(len(val_episodes))
+                val = self.validation_score(val_episodes)
                 self.keep_if_best(val, step + 1)
                 if progress is not None:
                     progress("validation", step + 1, total,

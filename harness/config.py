@@ -184,8 +184,9 @@ run at step n)."""
 def train_config_hash(cfg: Any) -> str:
     """Hash of the fields that shape (meta-/pre-)training: eval-only fields and bookkeeping
     (`NOT_TRAINING`: how often progress is checkpointed) left out."""
+    skip = {*eval_params(cfg), *NOT_TRAINING}
     d = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
-         if f.init and not f.metadata.get("eval") and f.name not in NOT_TRAINING}
+         if f.init and f.name not in skip}
     return stable_hash({"cls": type(cfg).__name__, **{k: str(v) for k, v in d.items()}})
 
 

@@ -17,7 +17,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from baselines.maml import MAMLPlusPlusConfig, _member_key
+from baselines.maml import MAMLPlusPlusConfig
 from harness.config import BuildContext
 from harness.experiment import build_scenario
 from harness.runner import run_episodes
@@ -45,18 +45,16 @@ def main() -> None:
         ci = 1.96 * float(s.std()) / len(s) ** 0.5
         return [round(100 * float(s.mean()), 2), round(100 * ci, 2)]
 
-    out = {"ensemble": score(learner(top, state)), "last": score(learner(0, plain)),
-           "members": {}}
-    names = [k for k in learner(top, state).meta_params()]
-    for i in range(top):
-        weights = dict(plain)
-        for name in names:  # weights 'conv0.weight', learned inner lrs 'lr:conv0.weight'
-            kind, _, base = name.rpartition(":")
-            key = ("lrs." if kind == "lr" else "params.") + base.replace(".", "/")
-            weights[key] = state[_member_key(i, name)]
-        step = int(state["ens_step"][i])
-        out["members"][step] = {"val": round(float(state["ens_score"][i]), 4),
-                                "test": score(learner(0, weights))}
+    ensemble = learner(top, state)
+    out = {"ensemble": score(ensemble), "last": score(learner(0, plain)), "members": {}}
+    filled = [i for i in range(top) if not torch.isnan(state["ens_score"][i])]
+    for i, member in zip(filled, ensemble.members(), strict=True):
+        single = learner(0, plain)
+        with torch.no_grad():  # weights and learned inner lrs of this member
+            for name, v in single.meta_params().items():
+                v.copy_(member[name])
+        out["members"][int(state["ens_step"][i])] = {
+            "val": round(float(state["ens_score"][i]), 4), "test": score(single)}
     print(json.dumps(out))
 
 
