@@ -1,3 +1,3 @@
 """harness: a benchmark harness for continual and online learning."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -87,9 +87,12 @@ def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
         learner = make(spec, 0)
         if isinstance(learner, torch.nn.Module):
             learner.train(False)
+        xa = x4.clone()
         with torch.no_grad():
-            a = learner.predict(x4.clone())
+            a = learner.predict(xa)
             b = learner.predict(x4.clone())
+        assert torch.equal(xa, x4), \
+            "predict modified its input in place; compute on a copy (x = x.clone())"
         assert torch.equal(a, b), "predict(x) twice gave different outputs: predict must not learn"
         return ""
 
@@ -106,11 +109,11 @@ def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
         for _ in range(2):
             learner = make(spec, 7)
             for xb, yb in exps[0]:
-                learner.observe(xb, yb)
+                learner.observe(xb.clone(), yb.clone())
             if isinstance(learner, torch.nn.Module):
                 learner.train(False)
             with torch.no_grad():
-                outs.append(learner.predict(exps[0].x_test))
+                outs.append(learner.predict(exps[0].x_test.clone()))
         assert torch.allclose(outs[0], outs[1], atol=1e-5), \
             "same seed, same stream, different predictions: seed every random source"
         return ""

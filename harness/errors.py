@@ -15,3 +15,8 @@ class LearnerError(HarnessError):
 
 class DivergedError(Exception):
     """A run produced a non-finite loss or output; it is recorded as diverged (exit code 1)."""
+
+
+class RunTimeout(BaseException):
+    """A run passed its `--timeout`; recorded as `timed_out`. A BaseException, so that a
+    learner's own `except Exception` cannot swallow it."""

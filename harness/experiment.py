@@ -13,7 +13,10 @@ import inspect
 import json
 import math
 import resource
+import signal
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +38,7 @@ from harness.config import (
     to_dict,
     train_config_hash,
 )
-from harness.errors import DivergedError, HarnessError
+from harness.errors import DataError, DivergedError, HarnessError, LearnerError, RunTimeout
 from harness.protocol import Budget, LabeledPool, Scenario, ScenarioSpec, tensor_digest
 from harness.registry import Entry, get_learner, get_scenario, make_config
 from harness.results import provenance, safe_id, write_run
@@ -74,6 +77,8 @@ class RunConfig:
     """Choose `lr` on the validation streams (unless set explicitly)."""
     lr_grid: tuple[float, ...] = LR_GRID
     """Candidate learning rates, shared by every learner."""
+    timeout_s: float = 0.0
+    """Wall-clock limit of the run in seconds (0 = none); a run past it is a `timed_out` row."""
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -86,6 +91,9 @@ class RunConfig:
             raise HarnessError("--device cuda asked for, but torch sees no GPU; use --device cpu")
         if any(not (lr > 0 and math.isfinite(lr)) for lr in self.lr_grid) or not self.lr_grid:
             raise HarnessError("lr grid must be non-empty positive finite numbers")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s >= 0):
+            raise HarnessError(f"--timeout must be a finite number of seconds >= 0, got "
+                               f"{self.timeout_s}")
 
 
 @dataclass
@@ -95,11 +103,13 @@ class RunResult:
     scenario: str
     seed: int
     status: str
-    """'ok', 'diverged' or 'failed'."""
+    """'ok', 'partial', 'failed', 'diverged' or 'timed_out' (`harness.results.STATUSES`)."""
     metrics: dict[str, float]
     extra: dict[str, Any]
     csv_path: Path | None = None
     error: str = ""
+    note: str = ""
+    """Set when this run replaced one of the same id made with other provenance."""
 
 
 def split_overrides(overrides: dict[str, str], scen_cls: type, learn_cls: type,
@@ -189,8 +199,10 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
     key_cfg = resolved_config(cfg, scenario.spec)
     ident = (key_cfg.checkpoint_key() if hasattr(key_cfg, "checkpoint_key")
              else [entry.id, train_config_hash(key_cfg)])
+    # "sha256": checkpoints carry a checksum of their tensors since schema 2; older cache
+    # entries (without one) are never looked up, so they are retrained, not trusted.
     parts = [ident, scenario.id, scenario.version, meta_train_fingerprint(scenario),
-             harness.__version__.split(".")[0]]
+             harness.__version__.split(".")[0], "sha256"]
     # Learners whose (meta-)training draws its init and tasks from the run's seed (the MAML
     # family) get one checkpoint per seed; the others train from a config field (meta_seed).
     if getattr(cfg, "SEEDED_TRAINING", False):
@@ -203,9 +215,16 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
     ctx = BuildContext(spec=scenario.spec, seed=run.seed, device=run.device, cache_dir=cache,
                        progress=progress, resume_path=path.with_suffix(".partial.safetensors"))
     learner = cfg.build(ctx)
-    info: dict[str, Any] = {"meta_train_s": 0.0, "checkpoint": "", "checkpoint_cached": False}
+    info: dict[str, Any] = {"meta_train_s": 0.0, "checkpoint": "", "checkpoint_cached": False,
+                            "representation": ""}
     state = None
     if getattr(learner, "needs_meta_train", False):
+        # Which trained network the run uses: runs pair (stream learner and its oracle) only on
+        # the same one.
+        info["representation"] = f"{safe_id(name)}-{key}"
+        asked = getattr(key_cfg, "meta_steps", None)
+        if isinstance(asked, int):
+            info["meta_steps_asked"] = asked
         if scenario.meta_train is None:
             raise HarnessError(
                 f"learner {entry.id!r} needs meta-training data but scenario {scenario.id!r} "
@@ -243,8 +262,9 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
                     "meta_steps_done": steps_done,
                     "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 })
-        info["checkpoint"] = str(path if info.get("meta_train_complete", True)
-                                 else ctx.resume_path)
+        # Named by its key, never by the machine's path.
+        info["checkpoint"] = (path if info.get("meta_train_complete", True)
+                              else ctx.resume_path).name
     prepared = Prepared(state=state, info=info)
     _MEMO[key] = prepared
     return prepared
@@ -367,12 +387,112 @@ def _episode_sets(prep: Prepared, cfg: Any, scenario: Scenario, run: RunConfig,
     return out
 
 
+def _portable(obj: Any) -> Any:
+    """`obj` with every absolute path made relative to the working folder when inside it, and
+    dropped (None) otherwise: result files never hold the paths of the machine that made them."""
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_portable(v) for v in obj]
+    if isinstance(obj, Path) or (isinstance(obj, str) and obj.startswith("/")):
+        p = Path(obj)
+        if not p.is_absolute():
+            return str(p)
+        try:
+            return str(p.resolve().relative_to(Path.cwd().resolve()))
+        except (ValueError, OSError):
+            return None
+    return obj
+
+
+def _meta_seed(cfg: Any, seed: int) -> str:
+    """The meta_seed the run's (meta-)training used, where the learner has one."""
+    if "meta_seed" not in field_names(type(cfg)):
+        return ""
+    ms = int(cfg.meta_seed)
+    return str(seed if ms < 0 else ms)
+
+
+class _Deadline:
+    """`--timeout`: raise RunTimeout in the main thread after `seconds` (0 = no limit)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> _Deadline:
+        if self.seconds > 0:
+            if threading.current_thread() is not threading.main_thread():
+                raise HarnessError("--timeout works only in the main thread; run without it")
+            self._old = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise RunTimeout(f"the run passed its time limit of {self.seconds:g} s (--timeout)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seconds > 0:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+
+
+def _measure(run: RunConfig, scenario: Scenario, l_entry: Entry, cfg: Any, l_over: dict,
+             progress: Progress | None, extra: dict[str, Any], config: dict[str, Any],
+             values: dict[str, tuple[float, int]], arrays: dict[str, np.ndarray]) -> str:
+    """Prepare, tune and run the learner; fill `values`/`arrays`; return 'ok' or 'partial'."""
+    prep = prepare(l_entry, cfg, scenario, run, progress)
+    extra["representation"] = prep.info.get("representation", "")
+    tuned, lr_info = select_lr(cfg, prep, scenario, run, set(l_over), progress)
+    learner = _instantiate(prep, tuned, scenario.spec, run, progress)
+    describe = learner.describe() if hasattr(learner, "describe") else {}
+    extra.update({"lr": lr_info["lr"], "lr_selected_on": lr_info["lr_selected_on"],
+                  **describe})
+    config["lr_selection"] = lr_info
+    config["meta_train"] = prep.info
+    if scenario.spec.episodic:
+        erec = run_episodes(learner, scenario.experiences, scenario.spec, device=run.device,
+                            progress=progress)
+        values.update(_episode_metrics(erec))
+        arrays["episode_scores"] = erec.scores
+        stream_s, samples = erec.wall_s, len(erec.scores)
+        for name, (v, n, scores) in _episode_sets(prep, tuned, scenario, run).items():
+            values[name] = (v, n)
+            arrays[name] = scores
+    else:
+        rec = run_stream(learner, scenario.experiences, scenario.spec, device=run.device,
+                         eval_every=run.eval_every, progress=progress)
+        values.update(_stream_metrics(rec))
+        arrays.update(R=rec.R, R0=rec.R0, R_train=rec.R_train, test_sizes=rec.test_sizes,
+                      train_sizes=rec.train_sizes, prequential=rec.prequential,
+                      prequential_exp=rec.prequential_exp, curve_samples=rec.curve_samples,
+                      curve_scores=rec.curve_scores, per_class_test=rec.per_class_test)
+        stream_s, samples = rec.wall_s, rec.samples
+        if hasattr(scenario, "extra_metrics"):  # e.g. per-video accuracy
+            values.update(scenario.extra_metrics(learner, run.device))
+    values["samples_per_s"] = (samples / stream_s if stream_s > 0 else 0.0, samples)
+    values["params"] = (float(_n_params(learner)), 1)
+    values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)
+    status = "ok"
+    if prep.info.get("meta_steps_done") is not None:
+        complete = bool(prep.info.get("meta_train_complete", True))
+        values["meta_steps_done"] = (float(prep.info["meta_steps_done"]), 1)
+        values["meta_train_complete"] = (float(complete), 1)
+        if prep.info.get("meta_steps_asked") is not None:
+            values["meta_steps_asked"] = (float(prep.info["meta_steps_asked"]), 1)
+        # Real numbers of a shorter meta-training than the preset asks for: never ranked as
+        # the preset's result.
+        status = "ok" if complete else "partial"
+    return status
+
+
 def execute(run: RunConfig, progress: Progress | None = None,
             scenario: Scenario | None = None) -> RunResult:
     """Run one (scenario, learner, seed) and write its results; never half-written.
 
-    Bad input raises HarnessError before anything is written. A diverged or crashed learner is
-    recorded as such (a `diverged`/`failed` row) and reported in the result's status.
+    Bad input raises HarnessError before anything is written. Whatever else goes wrong in the
+    learner's code (an exception, a corrupt checkpoint, a protocol violation, a divergence, the
+    time limit) is recorded as a `failed`/`diverged`/`timed_out` run with its traceback in the
+    JSON; KeyboardInterrupt propagates (finished runs are kept).
     """
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t_start = time.perf_counter()
@@ -397,13 +517,13 @@ def execute(run: RunConfig, progress: Progress | None = None,
     base = {"scenario": scenario.id, "scenario_version": scenario.version,
             "stream_hash": scenario.stream_hash, "learner": run.learner, "config_hash": chash,
             "preset": run.preset, "seed": run.seed, "started_at": started,
-            **provenance(run.device)}
-    scen_params = json.dumps({k: v for k, v in scenario.params.items() if k != "seed"},
-                             sort_keys=True, default=str)
+            "meta_seed": _meta_seed(resolved, run.seed), **provenance(run.device)}
+    scen_params = json.dumps(_portable({k: v for k, v in scenario.params.items()
+                                        if k != "seed"}), sort_keys=True, default=str)
     config: dict[str, Any] = {"run": to_dict(run), "learner_config": to_dict(cfg),
                               "resolved_learner_config": to_dict(resolved),
                               "scenario_params": scenario.params, **base}
-    extra: dict[str, Any] = {"scenario_params": scen_params}
+    extra: dict[str, Any] = {"scenario_params": scen_params, "representation": ""}
     if progress is not None:
         outer = progress
 
@@ -411,63 +531,44 @@ def execute(run: RunConfig, progress: Progress | None = None,
             outer(f"{run.learner} s{run.seed}: {phase}", done, total, info)
 
     torch.manual_seed(run.seed)
-    status, error = "ok", ""
+    error, trace = "", ""
     values: dict[str, tuple[float, int]] = {}
     arrays: dict[str, np.ndarray] = {}
     try:
-        prep = prepare(l_entry, cfg, scenario, run, progress)
-        tuned, lr_info = select_lr(cfg, prep, scenario, run, set(l_over), progress)
-        learner = _instantiate(prep, tuned, scenario.spec, run, progress)
-        describe = learner.describe() if hasattr(learner, "describe") else {}
-        extra.update({"lr": lr_info["lr"], "lr_selected_on": lr_info["lr_selected_on"],
-                      **describe})
-        config["lr_selection"] = lr_info
-        config["meta_train"] = prep.info
-        if scenario.spec.episodic:
-            erec = run_episodes(learner, scenario.experiences, scenario.spec, device=run.device,
-                                progress=progress)
-            values.update(_episode_metrics(erec))
-            arrays["episode_scores"] = erec.scores
-            stream_s, samples = erec.wall_s, len(erec.scores)
-            for name, (v, n, scores) in _episode_sets(prep, tuned, scenario, run).items():
-                values[name] = (v, n)
-                arrays[name] = scores
-        else:
-            rec = run_stream(learner, scenario.experiences, scenario.spec, device=run.device,
-                             eval_every=run.eval_every, progress=progress)
-            values.update(_stream_metrics(rec))
-            arrays.update(R=rec.R, R0=rec.R0, R_train=rec.R_train, test_sizes=rec.test_sizes,
-                          train_sizes=rec.train_sizes, prequential=rec.prequential,
-                          prequential_exp=rec.prequential_exp, curve_samples=rec.curve_samples,
-                          curve_scores=rec.curve_scores, per_class_test=rec.per_class_test)
-            stream_s, samples = rec.wall_s, rec.samples
-            if hasattr(scenario, "extra_metrics"):  # e.g. per-video accuracy
-                values.update(scenario.extra_metrics(learner, run.device))
-        values["samples_per_s"] = (samples / stream_s if stream_s > 0 else 0.0, samples)
-        values["params"] = (float(_n_params(learner)), 1)
-        values["meta_train_s"] = (float(prep.info["meta_train_s"]), 1)
-        if prep.info.get("meta_steps_done") is not None:
-            values["meta_steps_done"] = (float(prep.info["meta_steps_done"]), 1)
-            values["meta_train_complete"] = (float(prep.info.get("meta_train_complete", True)), 1)
-    except HarnessError:
+        with _Deadline(run.timeout_s):
+            status = _measure(run, scenario, l_entry, cfg, l_over, progress, extra, config,
+                              values, arrays)
+    except KeyboardInterrupt:
         raise
+    except HarnessError as e:
+        if not isinstance(e, DataError | LearnerError):
+            raise  # bad input: nothing is written
+        status, error = "failed", str(e)
     except DivergedError as e:
         status, error = "diverged", str(e)
-        values = {"diverged": (1.0, 1)}
-    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
-        # A learner crashed mid-run: record it as failed, keep everything else.
-        status, error = "failed", f"{type(e).__name__}: {e}"
-        values = {"failed": (1.0, 1)}
+    except RunTimeout as e:
+        status, error = "timed_out", str(e)
+    except (Exception, SystemExit) as e:  # the learner's code may raise anything
+        what = (f"SystemExit({e.code!r}) raised by the learner's code"
+                if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
+        status, error = "failed", what
+    if status in ("failed", "diverged", "timed_out"):
+        trace = traceback.format_exc()
+        values = {status: (1.0, 1)}
+        arrays = {}
     wall = time.perf_counter() - t_start
     values["wall_s"] = (wall, 1)
     values["peak_rss_mb"] = (_peak_rss_mb(), 1)
     base["wall_s"] = round(wall, 3)
-    config["status"], config["error"] = status, error
+    base["status"] = status
+    config["status"], config["error"], config["traceback"] = status, error, trace
+    config["representation"] = extra["representation"]
     arrays.setdefault("status", np.array([status]))
-    path = write_run(run.out_dir, scenario.id, run_id, base, values, extra, config, arrays)
+    path, note = write_run(run.out_dir, scenario.id, run_id, base, values, extra,
+                           _portable(config), arrays)
     return RunResult(run_id=run_id, learner=run.learner, scenario=scenario.id, seed=run.seed,
                      status=status, metrics={k: v for k, (v, _) in values.items()},
-                     extra=extra, csv_path=path, error=error)
+                     extra=extra, csv_path=path, error=error, note=note)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -1,14 +1,19 @@
-"""Tidy run results with provenance, written atomically (DESIGN.md D6).
+"""Tidy run results with provenance, written so that a reader sees all of a run or none of it
+(docs/design.md, "Results").
 
-A run writes, in this order: `<run_id>.npz` (raw arrays), `<run_id>.json` (full config) and last
-`<run_id>.csv` (one row per metric). The CSV's presence marks a finished run, so a crashed or
-killed run never leaves a half row, and a resumed sweep can skip finished runs.
+A run writes three files under `<out>/<scenario>/`: `<run_id>.npz` (raw arrays), `<run_id>.csv`
+(one row per metric) and, last, `<run_id>.json` (the full config and a manifest: the SHA-256 of
+the CSV and the NPZ and the CSV's row count). A run is valid only when its JSON exists and its
+manifest matches the CSV (and the NPZ, when its arrays are read): a run cut short between two
+writes, a truncated or edited CSV, or a bit-flipped NPZ is reported by name and left out, never
+averaged (`verify_run`).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import platform
@@ -21,27 +26,52 @@ import numpy as np
 import torch
 
 import harness
-from harness.checkpoint import atomic_write_bytes
+from harness.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+
+SCHEMA = 2
+"""Version of the run files' layout; 2 added the manifest, `status`, `representation`,
+`meta_seed` and `source_diff`."""
 
 COLUMNS = [
     "run_id", "scenario", "scenario_version", "stream_hash", "learner", "config_hash", "preset",
     "seed", "metric", "value", "n", "harness_version", "git_sha", "torch_version", "device",
-    "started_at", "wall_s",
+    "started_at", "wall_s", "status", "representation", "meta_seed", "source_diff",
 ]
+"""Columns of every run CSV, in order (the leaderboard reads the same list)."""
+
+STATUSES = ("ok", "partial", "failed", "diverged", "timed_out")
+"""ok: finished; partial: finished on a meta-training stopped early (its metrics are real but
+belong to another, shorter recipe); failed / diverged / timed_out: no metrics."""
+
+SOURCE_PATHS = ("harness", "scenarios", "baselines", "pyproject.toml")
+"""What counts as the harness's source for `git_sha`'s '+dirty' (results and docs do not)."""
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
+                          check=True).stdout
 
 
 @functools.lru_cache(maxsize=1)
-def git_sha() -> str:
-    """The commit of the harness source tree (with '+dirty' if modified), or 'unknown'."""
+def source_state() -> tuple[str, str]:
+    """(git_sha, source_diff): the commit of the harness source, with '+dirty' when a source
+    file (`SOURCE_PATHS`, tracked or new) differs from it, and then a hash of that difference;
+    ('unknown', '') outside a git checkout."""
     root = Path(harness.__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=5).stdout
-        return sha + ("+dirty" if dirty.strip() else "")
+        sha = _git(root, "rev-parse", "HEAD").strip()
+        status = _git(root, "status", "--porcelain", "--", *SOURCE_PATHS)
+        if not status.strip():
+            return sha, ""
+        h = hashlib.sha256(_git(root, "diff", "HEAD", "--", *SOURCE_PATHS).encode())
+        untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--",
+                         *SOURCE_PATHS).split()
+        for name in sorted(untracked):
+            h.update(name.encode())
+            h.update((root / name).read_bytes())
+        return sha + "+dirty", h.hexdigest()[:12]
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", ""
 
 
 def provenance(device: str) -> dict[str, str]:
@@ -53,8 +83,13 @@ def provenance(device: str) -> dict[str, str]:
         dev = f"{device}:{torch.cuda.get_device_name()} (tf32 conv {tf32})"
     elif device == "cpu":
         dev = f"cpu:{platform.machine()}x{torch.get_num_threads()}"
-    return {"harness_version": harness.__version__, "git_sha": git_sha(),
+    sha, diff = source_state()
+    return {"harness_version": harness.__version__, "git_sha": sha, "source_diff": diff,
             "torch_version": torch.__version__, "device": dev}
+
+
+PROVENANCE_KEYS = ("harness_version", "torch_version", "device")
+"""What a replaced run is compared on: a re-run made elsewhere is announced (`write_run`)."""
 
 
 def safe_id(text: str) -> str:
@@ -70,18 +105,18 @@ def write_run(
     extra: dict[str, Any],
     config: dict[str, Any],
     arrays: dict[str, np.ndarray],
-) -> Path:
-    """Write one run's CSV, JSON and NPZ under `out_dir/scenario/`; return the CSV path.
+) -> tuple[Path, str]:
+    """Write one run's NPZ, CSV and, last, its JSON with the manifest; return the CSV path and
+    a note when this replaces a run of the same id made with other provenance (else '').
 
-    `base` holds the D6 columns shared by all rows; `metrics` maps name -> (value, n);
-    `extra` adds provenance columns (e.g. lr, lr_selected_on, variant) to every row.
+    `base` holds the columns shared by all rows; `metrics` maps name -> (value, n); `extra`
+    adds provenance columns (e.g. lr, lr_selected_on, variant) to every row.
     """
     folder = out_dir / safe_id(scenario)
+    note = _replaced_note(folder / f"{run_id}.json", base)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(folder / f"{run_id}.npz", buf.getvalue())
-    atomic_write_bytes(folder / f"{run_id}.json",
-                       json.dumps(config, indent=2, default=str).encode())
+    npz = buf.getvalue()
     fields = COLUMNS + [k for k in extra if k not in COLUMNS]
     text = io.StringIO()
     w = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
@@ -89,6 +124,65 @@ def write_run(
     for name, (value, n) in metrics.items():
         w.writerow({**base, **extra, "run_id": run_id, "metric": name,
                     "value": repr(float(value)), "n": int(n)})
+    data = text.getvalue().encode()
+    manifest = {"schema": SCHEMA, "files": {
+        "npz": {"sha256": sha256_bytes(npz)},
+        "csv": {"sha256": sha256_bytes(data), "rows": len(metrics)},
+    }}
+    atomic_write_bytes(folder / f"{run_id}.npz", npz)
     path = folder / f"{run_id}.csv"
-    atomic_write_bytes(path, text.getvalue().encode())
-    return path
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(folder / f"{run_id}.json",
+                       json.dumps({**config, **manifest}, indent=2, default=str).encode())
+    return path, note
+
+
+def _replaced_note(json_path: Path, base: dict[str, Any]) -> str:
+    try:
+        old = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(old, dict):
+        return ""
+    diff = [f"{k} {old.get(k)!r} -> {base.get(k)!r}" for k in PROVENANCE_KEYS
+            if str(old.get(k)) != str(base.get(k))]
+    return (f"replaced run {json_path.stem} made with other provenance ({'; '.join(diff)})"
+            if diff else "")
+
+
+def verify_run(csv_path: Path, check_npz: bool = False) -> str:
+    """'' when the run's files agree with the manifest in its JSON, else why they do not."""
+    json_path = csv_path.with_suffix(".json")
+    try:
+        meta = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        return "its .json (with the manifest) is missing: an interrupted write or a foreign file"
+    except (OSError, ValueError) as e:
+        return f"its .json is unreadable ({type(e).__name__})"
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or "csv" not in files:
+        return "its .json has no manifest (written by harness < 0.2); re-run it"
+    try:
+        data = csv_path.read_bytes()
+    except OSError as e:
+        return f"the CSV is unreadable ({type(e).__name__})"
+    if sha256_bytes(data) != files["csv"].get("sha256"):
+        rows = max(data.count(b"\n") - 1, 0)
+        return (f"the CSV does not match its manifest ({rows} data lines, "
+                f"{files['csv'].get('rows')} written): truncated, edited or half-replaced")
+    if check_npz:
+        npz = csv_path.with_suffix(".npz")
+        if not npz.exists() or sha256_file(npz) != files.get("npz", {}).get("sha256"):
+            return "the .npz does not match its manifest (missing, corrupt or from another run)"
+    return ""
+
+
+def load_arrays(csv_path: Path) -> dict[str, np.ndarray]:
+    """The raw arrays of a verified run (never unpickled); DataError when they do not match."""
+    from harness.errors import DataError
+
+    why = verify_run(csv_path, check_npz=True)
+    if why:
+        raise DataError(f"run {csv_path}: {why}")
+    with np.load(csv_path.with_suffix(".npz"), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -88,7 +88,10 @@ def evaluate(learner: Learner, x: Tensor, y: Tensor, spec: ScenarioSpec, device:
     try:
         scores = []
         for i in range(0, len(x), EVAL_BATCH):
-            xb, yb = x[i : i + EVAL_BATCH].to(device), y[i : i + EVAL_BATCH].to(device)
+            # Copies: the test tensors are shared by every learner of a comparison, and a
+            # learner's predict may modify its input in place.
+            xb = x[i : i + EVAL_BATCH].to(device, copy=True)
+            yb = y[i : i + EVAL_BATCH].to(device, copy=True)
             out = _check_output(learner.predict(xb), len(xb), spec, "predict")
             scores.append(_score(out, yb, spec.task).cpu())
         return torch.cat(scores) if scores else torch.zeros(0)
@@ -204,7 +207,7 @@ def run_episodes(
         learner.reset()  # type: ignore[attr-defined]
         _set_mode(learner, True)
         for x, y in ep:
-            learner.observe(x.to(device), y.to(device))
+            learner.observe(x.to(device, copy=True), y.to(device, copy=True))
         scores[k] = _mean(evaluate(learner, ep.x_test, ep.y_test, spec, device))
         if not np.isfinite(scores[k]):
             raise DivergedError(

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.checkpoint import atomic_write_bytes
 from harness.errors import DataError
+from harness.fileio import atomic_write_bytes
 
 Split = Literal["train", "val", "test"]
 

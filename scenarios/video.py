@@ -60,9 +60,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.checkpoint import atomic_write_bytes
 from harness.config import check_choice, check_range, default_cache_dir, to_dict
 from harness.errors import DataError, HarnessError
+from harness.fileio import atomic_write_bytes
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import BuiltScenario, derive_seed, generator
 
