@@ -8,3 +8,15 @@ import torch
 
 os.environ["HARNESS_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+def need(module: str):
+    """Import an optional extra's module; skip the test without it, except under CI=true, where
+    a missing extra is a broken install and must fail, not skip."""
+    import importlib
+
+    import pytest
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module)

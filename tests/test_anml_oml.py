@@ -117,6 +117,7 @@ def test_interrupted_meta_training_resumes_to_the_same_state(synth, tmp_path: Pa
     assert not path.exists(), "the partial checkpoint is removed once training finishes"
 
 
+@pytest.mark.slow
 def test_killed_meta_training_process_resumes(tmp_path: Path) -> None:
     """A real SIGKILL of a meta-training process; the restart continues at the saved step."""
     script = tmp_path / "train.py"
@@ -298,6 +299,7 @@ def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path: Path, monk
     assert 1000.0 < info["meta_train_s"] < 1100.0, info
 
 
+@pytest.mark.slow
 def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) -> None:
     """`harness run --learner anml` runs `anml-iid` on the identical stream, from the same
     meta-trained checkpoint (no second meta-training), and the leaderboard gets the drop."""
@@ -353,6 +355,7 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
     assert "## Relative drop below the i.i.d. oracle" in (folder / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow
 def test_oml_init_keeps_features_apart_on_real_omniglot() -> None:
     """OML's 6-conv RLN has no normalisation: with the authors' He init its features differ
     between images; with PyTorch's default init they collapse to near-constant (chance-level

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import need
 
 from harness.config import BuildContext
 from harness.errors import HarnessError
@@ -24,7 +25,7 @@ from harness.registry import get_learner, make_config
 from harness.runner import run_stream
 from scenarios.synthetic import SyntheticStreamConfig
 
-pytest.importorskip("avalanche")
+need("avalanche")
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning")
 
 from baselines.avalanche_adapter import STRATEGIES, AvalancheConfig, make_strategy  # noqa: E402

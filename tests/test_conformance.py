@@ -32,7 +32,13 @@ def test_every_scenario_conforms(entry, tmp_path: Path) -> None:
     assert other.stream_hash != scenario.stream_hash, "the seed must change the stream"
 
 
-@pytest.mark.parametrize("entry", list_learners(), ids=lambda e: e.id)
+SLOW_CHECKS = {"reptile", "sparse-maml", "sparse-relu-maml", "maml", "fomaml", "boil"}
+"""Learners whose checks take over 5 s on 2 cores (many inner steps per prediction): slow tier."""
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, marks=pytest.mark.slow)
+                                   if e.id in SLOW_CHECKS else e for e in list_learners()],
+                         ids=lambda e: e.id)
 def test_every_learner_conforms(entry) -> None:
     scenario = "synthetic-stream" if "classification" in entry.tasks else "sine-incremental"
     results = check_learner(entry.id, scenario)

@@ -245,7 +245,7 @@ def test_a_cached_checkpoint_gives_the_same_ensemble_and_predictions(tmp_path, m
         "2, 4)")
     assert (row2["checkpoint_selection"], row2["value"]) == (row["checkpoint_selection"],
                                                             row["value"])
-    on_disk = load_file(trained.info["checkpoint"])
+    on_disk = load_file(tmp_path / "cache" / "checkpoints" / trained.info["checkpoint"])
     assert sorted(on_disk["ens_step"].tolist()) == [2, 4]
     for slot in (0, 1):  # the members' weights themselves are in the file
         assert on_disk[f"ens{slot}/conv0/weight"].abs().sum() > 0

@@ -192,6 +192,7 @@ def test_omniglot_three_channels_and_uneven_last_experience():
     assert s.meta_train.x.shape == (964 * 20, 3, 28, 28)
 
 
+@pytest.mark.slow
 def test_omniglot_84px_stream():
     s = og.OmniglotStreamConfig(n_classes=10, n_val_classes=5, image_size=84).build(0)
     assert s.spec.input_shape == (1, 84, 84)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import need
 from PIL import Image
 
 import scenarios.video as video
@@ -224,8 +225,9 @@ def test_per_sequence_metrics_of_a_learner(tree, cache):
 # -- the shipped clips (real decoding with PyAV) ----------------------------------------------
 
 
+@pytest.mark.slow
 def test_shipped_clips_decode_with_pyav(cache):
-    pytest.importorskip("av")
+    need("av")
     sources, origin = video.discover(None)
     assert origin == "shipped" and [s.label for s in sources] == [
         "big_buck_bunny_animation", "cockatoo", "newtons_cradle", "tree"]
@@ -246,8 +248,9 @@ def test_shipped_clips_decode_with_pyav(cache):
     assert len(list((cache / "video").glob("*.npz"))) == 4
 
 
+@pytest.mark.slow
 def test_default_scenario_on_shipped_clips(cache):
-    pytest.importorskip("av")
+    need("av")
     sc = VideoFramesConfig().build(0)
     assert sc.spec.n_outputs == 4 and len(sc.experiences) == 4
     assert sc.params["data"] == "shipped"
@@ -259,7 +262,7 @@ def test_default_scenario_on_shipped_clips(cache):
 
 
 def test_labelled_segments_and_corrupt_shipped_file(tmp_path, cache, monkeypatch):
-    pytest.importorskip("av")
+    need("av")
     d = tmp_path / "clips"
     d.mkdir()
     shutil.copy(video.DATA_DIR / "bigbuckbunny.mp4", d / "bunny.mp4")
