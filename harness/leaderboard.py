@@ -5,12 +5,19 @@ Markdown rendering) and prints nothing; `cli.py` renders.
 
 Input: ``results/<scenario>/<run_id>.csv``, one row per metric, with the columns in
 `REQUIRED_COLUMNS` plus any extra provenance columns (``variant``, ``lr``, ...), which are
-carried into the tables where they are constant within a group.
+carried into the tables where they are constant within a group. Only runs whose files agree
+with the manifest in their ``.json`` are read (`harness.results.verify_run`); any other run
+file is reported (`ResultFileWarning`) and left out, never averaged.
 
 Conventions shared by every function:
-    - A run that failed or diverged has a metric row named ``failed`` or ``diverged`` with a
-      non-zero value (1.0). All its rows are left out of aggregates and it is counted in a
-      ``failed`` column instead.
+    - A run's ``status`` is ok, partial, failed, diverged or timed_out. Files without the
+      column tell it by their metric rows: a non-zero ``failed`` / ``diverged`` /
+      ``timed_out`` row, or ``meta_train_complete`` == 0 for partial.
+    - A failed, diverged or timed-out run has no metrics: all its rows are left out of
+      aggregates and it is counted in a ``failed`` column instead.
+    - A partial run (meta-training stopped early) has real metrics of a shorter recipe: its
+      group is keyed ``status`` 'partial', apart from the 'complete' runs of the same
+      configuration, and is never ranked.
     - A re-run of the same (scenario, scenario_version, learner, preset, config_hash, seed)
       replaces the earlier ones: the run with the latest ``started_at`` is kept and the others
       are counted in ``duplicates_dropped``.
@@ -20,11 +27,9 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
+import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,24 +39,37 @@ import pandas as pd
 from scipy import stats
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write_text
+from harness.results import STATUSES, verify_run
 
 __all__ = [
     "CONFIG_KEYS",
+    "GROUP_KEYS",
     "HIGHER_IS_BETTER",
     "ORACLE_METRICS",
     "ORACLE_SUFFIX",
+    "PARTIAL_TITLE",
     "PRIMARY_METRICS",
+    "README_END",
+    "README_START",
     "REQUIRED_COLUMNS",
     "STATUS_METRICS",
+    "ResultFileWarning",
     "aggregate",
+    "headline_markdown",
     "is_higher_better",
+    "leaderboard_markdown",
     "leaderboard_table",
     "load_runs",
     "oracle_drops",
     "oracle_drops_markdown",
     "paired_differences",
     "rank",
+    "replace_readme_block",
+    "results_markdown",
     "to_markdown",
+    "unpaired_oracle_notes",
+    "unpaired_oracle_runs",
     "write_leaderboard",
 ]
 
@@ -76,11 +94,18 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 """Columns every run CSV must have (DESIGN.md D6)."""
 
-STATUS_METRICS: tuple[str, ...] = ("failed", "diverged")
-"""Metric rows that mark a run as not finished; they are never aggregated as metrics."""
+STATUS_METRICS: tuple[str, ...] = ("failed", "diverged", "timed_out")
+"""Metric rows that mark a run as not finished (also its `status`); never aggregated."""
 
 CONFIG_KEYS: tuple[str, ...] = ("scenario", "scenario_version", "learner", "preset", "config_hash")
-"""One leaderboard entry: seeds of the same configuration on the same scenario version."""
+"""One configuration: seeds of the same recipe on the same scenario version."""
+
+GROUP_KEYS: tuple[str, ...] = (*CONFIG_KEYS, "status")
+"""One leaderboard entry: a configuration's 'complete' runs, or its 'partial' ones (meta-training
+stopped early), which are never averaged or ranked with the complete ones."""
+
+PARTIAL_TITLE = "Partial runs: meta-training stopped early (steps done of steps asked); not ranked"
+"""Heading of the partial runs' table in ``leaderboard.md``."""
 
 PRIMARY_METRICS: tuple[str, ...] = (
     "acc_final_macro",
@@ -134,12 +159,18 @@ _TEXT_COLUMNS = (
     "torch_version",
     "device",
     "started_at",
+    "status",
+    "representation",
+    "meta_seed",
+    "source_diff",
 )
 _KEY_COLUMNS = (*CONFIG_KEYS, "run_id", "stream_hash", "metric")
 _NUMERIC_COLUMNS = ("value", "seed", "n", "wall_s")
 _PROVENANCE = ("harness_version", "git_sha", "torch_version", "device")
 _SCENARIO = ["scenario", "scenario_version"]
 _LEADERBOARD_FILES = frozenset({"leaderboard.csv", "leaderboard.md", "oracle_drop.csv"})
+_STEPS = "steps done of asked"
+_DROP_KEYS = [*CONFIG_KEYS, "oracle", "oracle_config_hash", "status"]
 
 ORACLE_SUFFIX = "-iid"
 """The i.i.d. oracle of learner ``L`` is the learner ``L + ORACLE_SUFFIX`` (e.g. ``anml-iid``)."""
@@ -175,23 +206,36 @@ def is_higher_better(metric: str) -> bool:
 # Reading
 
 
-def load_runs(path: Path) -> pd.DataFrame:
-    """Read every run CSV under a folder (recursively) into one tidy frame.
+class ResultFileWarning(UserWarning):
+    """A run file that fails its checks (`load_runs`): it is left out of every table."""
+
+
+class _Unreadable(Exception):
+    """A run CSV that passes its manifest but not the checks on its content."""
+
+
+def load_runs(path: Path, problems: list[tuple[Path, str]] | None = None) -> pd.DataFrame:
+    """Read every valid run CSV under a folder (recursively) into one tidy frame.
 
     ``leaderboard.csv`` / ``leaderboard.md`` / ``oracle_drop.csv``, hidden files and the
-    ``.json`` / ``.npz`` files beside each run are ignored. Identifier columns are read as
-    text, ``value``, ``seed``, ``n`` and ``wall_s`` as numbers; extra columns are kept as they
-    are.
+    ``.json`` / ``.npz`` files beside each run are ignored. Each run is checked first
+    (`harness.results.verify_run`): a run without its JSON or manifest (cut short, or written
+    by harness < 0.2), or whose CSV does not match the manifest (truncated, edited or
+    half-replaced), or whose CSV cannot be read as a run (unparsable, required columns missing,
+    non-numeric numbers, unknown status) is left out with a `ResultFileWarning` naming the file
+    and the reason; the others are still read. Identifier columns are read as text,
+    ``value``, ``seed``, ``n`` and ``wall_s`` as numbers; extra columns are kept as they are.
 
     Args:
         path: a results folder, e.g. ``results/`` or ``results/omniglot-stream/``.
+        problems: where given, each left-out file is appended as ``(path, reason)``.
 
     Returns:
-        The rows of all run CSVs, concatenated (files in sorted path order).
+        The rows of all valid run CSVs, concatenated (files in sorted path order).
 
     Raises:
-        HarnessError: the folder does not exist or holds no run rows, or a CSV cannot be read,
-            lacks required columns or holds non-numeric numbers.
+        HarnessError: the folder does not exist or holds no run CSV, no valid one (the message
+            gives the first reason), or only valid ones without rows.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -211,37 +255,64 @@ def load_runs(path: Path) -> pd.DataFrame:
             f"no run CSV files under {folder}; run `harness run` first or pass the folder "
             "holding <scenario>/<run_id>.csv"
         )
-    runs = pd.concat([_read_run_csv(f) for f in files], ignore_index=True, sort=False)
+    frames: list[pd.DataFrame] = []
+    left_out: list[tuple[Path, str]] = []
+    for file in files:
+        try:
+            reason = verify_run(file)
+        except (AttributeError, TypeError, KeyError, ValueError) as e:
+            # A JSON whose manifest has the wrong shape: reported like any other bad file.
+            reason = f"its .json holds a malformed manifest ({type(e).__name__})"
+        if not reason:
+            try:
+                frames.append(_read_run_csv(file))
+                continue
+            except _Unreadable as e:
+                reason = str(e)
+        left_out.append((file, reason))
+        warnings.warn(ResultFileWarning(f"{file}: {reason}; left out"), stacklevel=2)
+    if problems is not None:
+        problems.extend(left_out)
+    if not frames:
+        first, why = left_out[0]
+        raise HarnessError(
+            f"no valid run file under {folder} ({len(left_out)} left out); first: {first}: {why}"
+        )
+    runs = pd.concat(frames, ignore_index=True, sort=False)
     if runs.empty:
         raise HarnessError(f"the run CSV files under {folder} hold no rows (only headers)")
     return runs
 
 
 def _read_run_csv(file: Path) -> pd.DataFrame:
-    """Read and check one run CSV; errors name the file."""
+    """Read and check one run CSV; `_Unreadable` says why it is not a run."""
     try:
         df = pd.read_csv(file, dtype=dict.fromkeys(_TEXT_COLUMNS, str))
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HarnessError(f"cannot read run CSV {file}: {reason}") from e
+        raise _Unreadable(f"cannot be read as CSV: {reason}") from e
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise HarnessError(
-            f"run CSV {file} lacks required column(s): {', '.join(missing)} "
+        raise _Unreadable(
+            f"lacks required column(s): {', '.join(missing)} "
             f"(a run CSV needs: {', '.join(REQUIRED_COLUMNS)})"
         )
     for col in _NUMERIC_COLUMNS:
         num = pd.to_numeric(df[col], errors="coerce")
         bad = num.isna() & df[col].notna()
         if bad.any():
-            raise HarnessError(
-                f"run CSV {file}: column {col!r} holds non-numeric {df[col][bad].iloc[0]!r}"
-            )
+            raise _Unreadable(f"column {col!r} holds non-numeric {df[col][bad].iloc[0]!r}")
         df[col] = num
     seed = df["seed"]
     if seed.isna().any() or (seed != seed.round()).any():
-        raise HarnessError(f"run CSV {file}: column 'seed' must hold integers in every row")
+        raise _Unreadable("column 'seed' must hold integers in every row")
     df["seed"] = seed.astype("int64")
+    if "status" in df.columns:
+        unknown = sorted(set(df["status"].dropna()) - set(STATUSES))
+        if unknown:
+            raise _Unreadable(
+                f"column 'status' holds unknown {unknown[0]!r} (known: {', '.join(STATUSES)})"
+            )
     return df
 
 
@@ -250,7 +321,8 @@ def _read_run_csv(file: Path) -> pd.DataFrame:
 
 
 def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
-    """A checked copy of `runs` with text keys (missing keys become "") and float values."""
+    """A checked copy of `runs` with text keys (missing keys become ""), float values, the
+    run's status in `_run_status` and its group in ``status`` ('complete' or 'partial')."""
     missing = [c for c in REQUIRED_COLUMNS if c not in runs.columns]
     if missing:
         raise HarnessError(f"runs lack required column(s): {', '.join(missing)}")
@@ -258,27 +330,51 @@ def _prepare(runs: pd.DataFrame) -> pd.DataFrame:
     for col in _KEY_COLUMNS:
         df[col] = df[col].fillna("").astype(str)
     df["value"] = pd.to_numeric(df["value"]).astype(float)
+    rep = df["representation"] if "representation" in df.columns else ""
+    df["representation"] = pd.Series(rep, index=df.index).fillna("").astype(str)
+    df["_run_status"] = _run_statuses(df)
+    df["status"] = np.where(df["_run_status"] == "partial", "partial", "complete")
     return df
 
 
+def _run_statuses(df: pd.DataFrame) -> pd.Series:
+    """Per row, the status of its run: the ``status`` column where the file has one, else
+    partial where ``meta_train_complete`` is 0, else ok; a non-zero failed / diverged /
+    timed_out row always makes the run that status (its metrics are not results)."""
+    runs = df["run_id"]
+    given = df["status"] if "status" in df.columns else pd.Series(np.nan, index=df.index)
+    given = given.astype(object).where(given.notna() & (given.astype(str).str.strip() != ""))
+    status = given.groupby(runs).transform("first")
+    stopped = (df["metric"] == "meta_train_complete") & (df["value"] == 0)
+    derived = np.where(runs.isin(set(df.loc[stopped, "run_id"])), "partial", "ok")
+    status = status.fillna(pd.Series(derived, index=df.index)).astype(str)
+    for name in reversed(STATUS_METRICS):  # the first of STATUS_METRICS wins
+        hit = (df["metric"] == name) & (df["value"] != 0)
+        status = status.mask(runs.isin(set(df.loc[hit, "run_id"])), name)
+    return status
+
+
 def _run_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: config keys, seed, run_id, stream_hash, `_failed`, `_dropped`.
+    """One row per run: group keys, seed, run_id, stream_hash, `_failed`, `_dropped`.
 
     `_dropped` marks re-runs superseded by a later ``started_at`` (ties and unparsable times
     fall back to the text of ``started_at``, then to ``run_id``, so the choice is deterministic).
+    A superseded run is counted in the group of the run that replaced it: a partial run later
+    re-run to the end leaves one complete seed, not a partial group of dropped runs.
     """
-    status = df["metric"].isin(STATUS_METRICS) & (df["value"] != 0)
-    failed_ids = set(df.loc[status, "run_id"])
     per_run = df.drop_duplicates("run_id", keep="last")[
-        [*CONFIG_KEYS, "seed", "run_id", "stream_hash", "started_at"]
+        [*GROUP_KEYS, "_run_status", "seed", "run_id", "stream_hash", "started_at"]
     ].copy()
-    per_run["_failed"] = per_run["run_id"].isin(failed_ids)
+    per_run["_failed"] = per_run["_run_status"].isin(STATUS_METRICS)
     per_run["_t"] = pd.to_datetime(
         per_run["started_at"], utc=True, format="ISO8601", errors="coerce"
     )
     per_run["_s"] = per_run["started_at"].astype(str)
     per_run = per_run.sort_values(["_t", "_s", "run_id"], na_position="first", kind="stable")
     per_run["_dropped"] = per_run.duplicated([*CONFIG_KEYS, "seed"], keep="last")
+    per_run["status"] = per_run.groupby([*CONFIG_KEYS, "seed"], sort=False)["status"].transform(
+        "last"
+    )
     return per_run.drop(columns=["_t", "_s"])
 
 
@@ -290,14 +386,14 @@ def _clean_rows(df: pd.DataFrame, per_run: pd.DataFrame) -> pd.DataFrame:
 
 
 def _config_counts(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: successful runs (`n_runs`), `failed` and `duplicates_dropped`."""
+    """Per group: successful runs (`n_runs`), `failed` and `duplicates_dropped`."""
     kept = ~per_run["_dropped"]
     counts = per_run.assign(
         n_runs=kept & ~per_run["_failed"],
         failed=kept & per_run["_failed"],
         duplicates_dropped=per_run["_dropped"],
     )
-    out = counts.groupby(list(CONFIG_KEYS), sort=True)[
+    out = counts.groupby(list(GROUP_KEYS), sort=True)[
         ["n_runs", "failed", "duplicates_dropped"]
     ].sum()
     return out.astype("int64").reset_index()
@@ -351,19 +447,21 @@ def _unknown(kind: str, name: str, known: Sequence[str]) -> HarnessError:
 def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """Mean and 95% CI over seeds for every configuration and metric.
 
-    Groups by (scenario, scenario_version, learner, preset, config_hash, metric), after dropping
-    superseded re-runs and failed/diverged runs. A configuration whose runs all failed still gets
-    a row per metric of its scenario, with ``n_seeds`` 0 and NaN statistics.
+    Groups by (scenario, scenario_version, learner, preset, config_hash, status, metric), after
+    dropping superseded re-runs and failed/diverged/timed-out runs; ``status`` is 'complete' or
+    'partial' (meta-training stopped early), so partial runs are never averaged with complete
+    ones. A group whose runs all failed still gets a row per metric of its scenario, with
+    ``n_seeds`` 0 and NaN statistics.
 
     Args:
         runs: tidy run rows, e.g. from `load_runs`.
-        metrics: metrics to keep (default: all but ``failed`` / ``diverged``).
+        metrics: metrics to keep (default: all but the `STATUS_METRICS`).
 
     Returns:
         One row per group with columns ``mean``, ``sd`` (ddof=1), ``n_seeds`` (non-NaN values),
         ``ci95`` (t half-width; NaN for n_seeds < 2), ``ci_low``, ``ci_high``, ``failed`` (runs
-        of the configuration that failed or diverged), ``duplicates_dropped`` (superseded
-        re-runs of the configuration), ``n`` and provenance columns where constant in the group.
+        of the group that failed, diverged or timed out), ``duplicates_dropped`` (superseded
+        re-runs), ``n`` and provenance columns where constant in the group.
 
     Raises:
         HarnessError: required columns are missing or a requested metric is unknown.
@@ -378,7 +476,7 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFr
                 raise _unknown("metric", m, available)
         rows = rows[rows["metric"].isin(metrics)]
 
-    keys = [*CONFIG_KEYS, "metric"]
+    keys = [*GROUP_KEYS, "metric"]
     values = rows.groupby(keys, sort=True)["value"]
     out = pd.DataFrame(
         {"mean": values.mean(), "sd": values.std(ddof=1), "n_seeds": values.count()}
@@ -386,7 +484,7 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFr
 
     # Configurations with no finished run: show them, with the metrics of their scenario.
     counts = _config_counts(per_run)
-    all_failed = counts.loc[counts["n_runs"] == 0, list(CONFIG_KEYS)]
+    all_failed = counts.loc[counts["n_runs"] == 0, list(GROUP_KEYS)]
     if not all_failed.empty:
         scenario_metrics = rows[[*_SCENARIO, "metric"]].drop_duplicates()
         empty = all_failed.merge(scenario_metrics, on=_SCENARIO)
@@ -398,7 +496,7 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFr
     out["ci95"] = _t_half_width(out["sd"], out["n_seeds"])
     out["ci_low"] = out["mean"] - out["ci95"]
     out["ci_high"] = out["mean"] + out["ci95"]
-    out = out.merge(counts.drop(columns="n_runs"), on=list(CONFIG_KEYS), how="left")
+    out = out.merge(counts.drop(columns="n_runs"), on=list(GROUP_KEYS), how="left")
     carry = _extra_columns(df, [*out.columns, "rank", "rank_by"])
     out = out.merge(_carried(rows, keys, ["n", *carry]), on=keys, how="left")
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
@@ -407,6 +505,8 @@ def aggregate(runs: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFr
 def rank(agg: pd.DataFrame, metric: str, higher_is_better: bool | None = None) -> pd.DataFrame:
     """Rank configurations within each scenario (and version) by the mean of one metric.
 
+    Only complete groups are ranked; partial ones (``status`` 'partial') keep no rank.
+
     Args:
         agg: the output of `aggregate`.
         metric: the metric to rank by.
@@ -414,7 +514,7 @@ def rank(agg: pd.DataFrame, metric: str, higher_is_better: bool | None = None) -
 
     Returns:
         The rows of `agg` for `metric` with a ``rank`` column (1 = best, ties share the best
-        rank, NaN means stay unranked), sorted by scenario, scenario_version and rank.
+        rank, NA means unranked), sorted by scenario, scenario_version and rank.
 
     Raises:
         HarnessError: the metric is not in `agg`, or its direction is unknown and not given.
@@ -424,7 +524,9 @@ def rank(agg: pd.DataFrame, metric: str, higher_is_better: bool | None = None) -
     sub = agg[agg["metric"] == metric].copy()
     if sub.empty:
         raise _unknown("metric", metric, sorted(set(agg["metric"])))
-    sub["rank"] = _rank_within(sub, "mean", higher_is_better)
+    complete = sub["status"] != "partial" if "status" in sub.columns else sub["mean"].notna()
+    sub["rank"] = pd.Series(pd.NA, index=sub.index, dtype="Int64")
+    sub.loc[complete, "rank"] = _rank_within(sub[complete], "mean", higher_is_better)
     return sub.sort_values([*_SCENARIO, "rank", "learner"], na_position="last").reset_index(
         drop=True
     )
@@ -441,7 +543,8 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
 
     A learner's run is paired with the baseline's run of the same scenario, scenario_version,
     seed and stream_hash; runs whose stream_hash differs are never paired. Failed runs and
-    superseded re-runs are left out first. Only scenarios where the baseline has runs are used.
+    superseded re-runs are left out first, and so are the baseline's partial runs (a shorter
+    recipe is no reference). Only scenarios where the baseline has runs are used.
 
     Args:
         runs: tidy run rows, e.g. from `load_runs`.
@@ -450,7 +553,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
             (preset, config_hash) per scenario (filter `runs` first otherwise).
 
     Returns:
-        One row per (scenario, scenario_version, learner, preset, config_hash) with
+        One row per (scenario, scenario_version, learner, preset, config_hash, status) with
         ``baseline``, ``baseline_preset``, ``baseline_config_hash``, ``metric``, ``mean_diff``,
         ``sd_diff``, ``ci95`` (t half-width), ``ci_low``, ``ci_high``, ``n_pairs`` and
         ``p_value`` (two-sided paired t-test, `scipy.stats.ttest_rel`; NaN for n_pairs < 2).
@@ -466,6 +569,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
     base = rows[rows["learner"] == baseline]
     if base.empty:
         raise _unknown("baseline learner", baseline, sorted(set(rows["learner"])))
+    base = base[base["status"] == "complete"]
     base_configs = base[[*_SCENARIO, "preset", "config_hash"]].drop_duplicates()
     ambiguous = base_configs[base_configs.duplicated(_SCENARIO, keep=False)]
     if not ambiguous.empty:
@@ -494,7 +598,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
     base_info = base[[*_SCENARIO, "baseline_preset", "baseline_config_hash"]].drop_duplicates()
 
     records = []
-    for key, group in merged.groupby(list(CONFIG_KEYS), sort=True):
+    for key, group in merged.groupby(list(GROUP_KEYS), sort=True):
         paired = group.dropna(subset=["_base"])
         diff = paired["_diff"].to_numpy(dtype=float)
         n = diff.size
@@ -508,7 +612,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
                 )
         records.append(
             {
-                **dict(zip(CONFIG_KEYS, key, strict=True)),
+                **dict(zip(GROUP_KEYS, key, strict=True)),
                 "baseline": baseline,
                 "metric": metric,
                 "mean_diff": float(diff.mean()) if n else math.nan,
@@ -517,7 +621,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
                 "p_value": p_value,
             }
         )
-    columns = [*CONFIG_KEYS, "baseline", "metric", "mean_diff", "sd_diff", "n_pairs", "p_value"]
+    columns = [*GROUP_KEYS, "baseline", "metric", "mean_diff", "sd_diff", "n_pairs", "p_value"]
     out = pd.DataFrame.from_records(records, columns=columns)
     out["n_pairs"] = out["n_pairs"].astype("int64")
     out["ci95"] = _t_half_width(out["sd_diff"], out["n_pairs"])
@@ -525,7 +629,7 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
     out["ci_high"] = out["mean_diff"] + out["ci95"]
     out = out.merge(base_info, on=_SCENARIO, how="left")
     order = [
-        *CONFIG_KEYS,
+        *GROUP_KEYS,
         "baseline",
         "baseline_preset",
         "baseline_config_hash",
@@ -551,9 +655,11 @@ def oracle_drops(
     The oracle of learner ``L`` is the learner ``L + suffix`` (``anml`` -> ``anml-iid``): the
     same frozen representation with its output layer trained on the same data shuffled i.i.d.
     (OML/ANML meta-test). A run of ``L`` is paired with a run of the oracle on the same
-    scenario, scenario_version, preset, seed and stream_hash; runs whose stream_hash differs
-    are never paired. Failed runs and superseded re-runs are left out first (as in
-    `aggregate`). Per pair, the drop is `harness.metrics.relative_drop` =
+    scenario, scenario_version, preset, seed, stream_hash and status group, and the same
+    ``representation`` (the meta-trained network's key): runs whose stream or representation
+    differs, or that do not record a representation, are never paired
+    (`unpaired_oracle_runs` lists them). Failed runs and superseded re-runs are left out first
+    (as in `aggregate`). Per pair, the drop is `harness.metrics.relative_drop` =
     (oracle - stream) / oracle; a pair whose oracle scored 0 has no drop (NaN) and is left
     out of every statistic of its row. Learners without any paired oracle run (or only pairs
     without a drop) get no row.
@@ -566,12 +672,12 @@ def oracle_drops(
 
     Returns:
         One row per (scenario, scenario_version, learner, preset, config_hash, oracle,
-        oracle_config_hash, metric) with ``mean_stream`` and ``mean_oracle`` (the learner's
-        and the oracle's mean accuracy over the same pairs), ``mean_drop``, ``sd_drop`` (ddof=1),
-        ``ci95`` (Student-t half-width, NaN for n_pairs < 2), ``ci_low``, ``ci_high`` and
-        ``n_pairs`` (pairs with a defined drop), plus the provenance columns constant over
-        both learners' runs of the row (e.g. ``scenario_params``). Empty (with these columns)
-        when nothing pairs.
+        oracle_config_hash, status, metric) with ``mean_stream`` and ``mean_oracle`` (the
+        learner's and the oracle's mean accuracy over the same pairs), ``mean_drop``,
+        ``sd_drop`` (ddof=1), ``ci95`` (Student-t half-width, NaN for n_pairs < 2), ``ci_low``,
+        ``ci_high`` and ``n_pairs`` (pairs with a defined drop), plus the provenance columns
+        constant over both learners' runs of the row (e.g. ``scenario_params``). Empty (with
+        these columns) when nothing pairs.
 
     Raises:
         HarnessError: required columns are missing, or a paired value is not an accuracy in
@@ -583,9 +689,12 @@ def oracle_drops(
     rows = _clean_rows(df, _run_table(df))
     rows = rows[rows["metric"].isin(list(metrics)) & rows["value"].notna()]
     oracle_ids = {name for name in set(rows["learner"]) if name.endswith(suffix)}
-    pair_keys = [*_SCENARIO, "preset", "seed", "stream_hash", "metric"]
-    stream = rows[~rows["learner"].isin(oracle_ids)].assign(oracle=lambda d: d["learner"] + suffix)
-    oracle = rows[rows["learner"].isin(oracle_ids)][
+    pair_keys = [*_SCENARIO, "preset", "seed", "stream_hash", "status", "representation", "metric"]
+    paired_rows = rows[rows["representation"] != ""]
+    stream = paired_rows[~paired_rows["learner"].isin(oracle_ids)].assign(
+        oracle=lambda d: d["learner"] + suffix
+    )
+    oracle = paired_rows[paired_rows["learner"].isin(oracle_ids)][
         [*pair_keys, "learner", "config_hash", "run_id", "value"]
     ].rename(
         columns={
@@ -608,7 +717,7 @@ def oracle_drops(
     pairs["_drop"] = np.asarray(drops, dtype=float)
     pairs = pairs[pairs["_drop"].notna()]
 
-    keys = [*CONFIG_KEYS, "oracle", "oracle_config_hash", "metric"]
+    keys = [*_DROP_KEYS, "metric"]
     order = [
         *keys,
         "mean_stream",
@@ -651,12 +760,104 @@ def oracle_drops(
     return out.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+def unpaired_oracle_runs(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = ORACLE_METRICS,
+    suffix: str = ORACLE_SUFFIX,
+) -> pd.DataFrame:
+    """Runs of a learner ``L`` that have an oracle run (``L + suffix``) on the same stream but
+    are not paired with any (`oracle_drops`), and why.
+
+    Considered: finished, kept runs reporting one of `metrics`, on the same scenario,
+    scenario_version, preset, seed and stream_hash. A run paired with at least one of its
+    oracle's runs is not listed.
+
+    Returns:
+        One row per unpaired run of ``L``: the `CONFIG_KEYS`, ``status``, ``seed``,
+        ``run_id``, ``representation``, ``oracle``, ``oracle_run_id``,
+        ``oracle_representation`` (of the first oracle run on the stream) and ``reason``:
+        'representation differs', 'representation not recorded' (a run written before rows
+        recorded it, or of a learner without one) or 'one of them is partial' (the same network
+        key, but meta-training stopped early in only one of the two runs). Sorted by
+        scenario, learner, preset, config_hash and seed.
+    """
+    df = _prepare(runs)
+    rows = _clean_rows(df, _run_table(df))
+    rows = rows[rows["metric"].isin(list(metrics)) & rows["value"].notna()]
+    per_run = rows.drop_duplicates("run_id")[
+        [*GROUP_KEYS, "seed", "stream_hash", "run_id", "representation"]
+    ]
+    oracle_ids = {name for name in set(per_run["learner"]) if name.endswith(suffix)}
+    stream_keys = [*_SCENARIO, "preset", "seed", "stream_hash"]
+    stream = per_run[~per_run["learner"].isin(oracle_ids)].assign(
+        oracle=lambda d: d["learner"] + suffix
+    )
+    oracle = per_run[per_run["learner"].isin(oracle_ids)][
+        [*stream_keys, "learner", "run_id", "representation", "status"]
+    ].rename(
+        columns={
+            "learner": "oracle",
+            "run_id": "oracle_run_id",
+            "representation": "oracle_representation",
+            "status": "_oracle_status",
+        }
+    )
+    both = stream.merge(oracle, on=[*stream_keys, "oracle"], how="inner")
+    same_rep = (both["representation"] != "") & (
+        both["representation"] == both["oracle_representation"]
+    )
+    both["_paired"] = same_rep & (both["status"] == both["_oracle_status"])
+    both["reason"] = np.select(
+        [same_rep, (both["representation"] == "") | (both["oracle_representation"] == "")],
+        ["one of them is partial", "representation not recorded"],
+        "representation differs",
+    )
+    paired_ids = set(both.loc[both["_paired"], "run_id"])
+    out = both[~both["run_id"].isin(paired_ids)].sort_values(
+        ["run_id", "oracle_run_id"], kind="stable"
+    )
+    columns = [
+        *GROUP_KEYS,
+        "seed",
+        "run_id",
+        "representation",
+        "oracle",
+        "oracle_run_id",
+        "oracle_representation",
+        "reason",
+    ]
+    out = out.drop_duplicates("run_id")[columns]
+    order = ["scenario", "scenario_version", "learner", "preset", "config_hash", "seed"]
+    return out.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def unpaired_oracle_notes(unpaired: pd.DataFrame) -> list[str]:
+    """One line per learner configuration of `unpaired_oracle_runs`, e.g. ``anml (quick) and
+    anml-iid: not paired: representation differs (seeds 0, 2)``; the scenario leads the line
+    when the runs span several."""
+    if unpaired.empty:
+        return []
+    several = unpaired["scenario"].nunique() > 1
+    lines = []
+    keys = ["scenario", "scenario_version", "learner", "preset", "config_hash", "oracle"]
+    for key, group in unpaired.groupby(keys, sort=True):
+        scenario, _, learner, preset, _, oracle = key
+        reasons = []
+        for reason, sub in group.groupby("reason", sort=True):
+            seeds = sorted(int(s) for s in set(sub["seed"]))
+            label = "seed" if len(seeds) == 1 else "seeds"
+            reasons.append(f"{reason} ({label} {', '.join(str(s) for s in seeds)})")
+        lead = f"{scenario}: " if several else ""
+        lines.append(f"{lead}{learner} ({preset}) and {oracle}: not paired: {'; '.join(reasons)}")
+    return lines
+
+
 def oracle_drops_markdown(drops: pd.DataFrame) -> str:
-    """Render `oracle_drops` as a small Markdown table: one row per learner configuration and
-    oracle configuration with the scenario parameters (where the runs record them), n_pairs
-    (the most of any metric), and per metric the learner's and the oracle's mean (3 decimals)
-    and ``<metric>_drop`` as mean ± ci95."""
-    keys = [*CONFIG_KEYS, "oracle", "oracle_config_hash"]
+    """Render `oracle_drops` as a small Markdown table: one row per learner configuration,
+    oracle configuration and status with the scenario parameters (where the runs record them),
+    n_pairs (the most of any metric), and per metric the learner's and the oracle's mean
+    (3 decimals) and ``<metric>_drop`` as mean ± ci95."""
+    keys = [k for k in _DROP_KEYS if k in drops.columns or drops.empty]
     if drops.empty:
         return to_markdown(pd.DataFrame(columns=[*keys, "n_pairs"]))
     present = list(dict.fromkeys(drops["metric"]))
@@ -700,13 +901,13 @@ def leaderboard_table(
         higher_is_better: direction of `primary_metric`; default from `is_higher_better`.
 
     Returns:
-        Columns: the `CONFIG_KEYS`, ``rank`` (1 = best within scenario, version and scenario
-        parameters), ``rank_by``
-        (the metric ranked on), ``n_seeds`` (finished runs kept), ``failed``,
-        ``duplicates_dropped``, then ``<metric>_mean`` and ``<metric>_ci95`` per metric, then
-        provenance columns that are constant within the configuration. Sorted by scenario,
-        version and rank (unranked last). Configurations whose runs all failed are listed,
-        unranked.
+        Columns: the `CONFIG_KEYS`, ``rank`` (1 = best among the complete groups of the same
+        scenario, version and scenario parameters; NA for partial groups), ``status``
+        ('complete' or 'partial'), ``rank_by`` (the metric ranked on), ``n_seeds`` (finished
+        runs kept), ``failed``, ``duplicates_dropped``, then ``<metric>_mean`` and
+        ``<metric>_ci95`` per metric, then provenance columns that are constant within the
+        group. Sorted by scenario, version, status (complete first), scenario parameters and
+        rank (unranked last). Groups whose runs all failed are listed, unranked.
 
     Raises:
         HarnessError: unknown metric, or no primary metric can be chosen for a scenario.
@@ -751,22 +952,24 @@ def leaderboard_table(
         )
     )
     order = [m for m in order if m in set(agg["metric"])]
-    wide = agg.set_index([*CONFIG_KEYS, "metric"])[["mean", "ci95"]].unstack("metric")
+    wide = agg.set_index([*GROUP_KEYS, "metric"])[["mean", "ci95"]].unstack("metric")
     wide.columns = [f"{m}_{stat}" for stat, m in wide.columns]
     wide = wide[[f"{m}_{stat}" for m in order for stat in ("mean", "ci95")]].reset_index()
-    table = table.merge(wide, on=list(CONFIG_KEYS), how="left")
+    table = table.merge(wide, on=list(GROUP_KEYS), how="left")
 
     rows = _clean_rows(df, per_run)
     taken = [*table.columns, "rank", "mean", "sd", "ci95", "ci_low", "ci_high", "n"]
-    carried = _carried(rows, list(CONFIG_KEYS), _extra_columns(df, taken))
-    table = table.merge(carried, on=list(CONFIG_KEYS), how="left")
+    carried = _carried(rows, list(GROUP_KEYS), _extra_columns(df, taken))
+    table = table.merge(carried, on=list(GROUP_KEYS), how="left")
 
-    # Rank per scenario by its primary metric, among the entries run with the same scenario
-    # parameters (a 20-way episode set is not ranked against a 5-way one).
+    # Rank per scenario by its primary metric, among the complete entries run with the same
+    # scenario parameters (a 20-way episode set is not ranked against a 5-way one, a
+    # meta-training stopped early not against finished ones).
     params = table["scenario_params"] if "scenario_params" in table else ""
     table["_params"] = pd.Series(params, index=table.index).fillna("").astype(str)
     table["rank"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
-    for (scen, version, _), idx in table.groupby([*_SCENARIO, "_params"]).groups.items():
+    complete = table[table["status"] == "complete"]
+    for (scen, version, _), idx in complete.groupby([*_SCENARIO, "_params"]).groups.items():
         metric = chosen.get((scen, version))
         if metric is None:
             continue
@@ -775,9 +978,10 @@ def leaderboard_table(
             higher = is_higher_better(metric)
         table.loc[idx, "rank"] = _rank_within(table.loc[idx], f"{metric}_mean", higher)
 
-    front = [*CONFIG_KEYS, "rank", "rank_by", "n_seeds", "failed", "duplicates_dropped"]
+    front = [*CONFIG_KEYS, "rank", "status", "rank_by", "n_seeds", "failed", "duplicates_dropped"]
     table = table.sort_values(
-        [*_SCENARIO, "_params", "rank", "learner", "preset", "config_hash"], na_position="last"
+        [*_SCENARIO, "status", "_params", "rank", "learner", "preset", "config_hash"],
+        na_position="last",
     )
     table = table[[*front, *[c for c in table.columns if c not in (*front, "_params")]]]
     return table.reset_index(drop=True)
@@ -861,7 +1065,71 @@ def _escape(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Writing
+# Leaderboard Markdown and writing
+
+_DROP_NOTE = (
+    "(oracle - stream) / oracle per seed, on the same stream; mean ± 95% CI over "
+    "seeds. The oracle trains the same output layer on the same frozen features with "
+    "the same samples shuffled i.i.d. (OML/ANML).\n\n"
+)
+
+
+def leaderboard_markdown(
+    table: pd.DataFrame,
+    drops: pd.DataFrame | None = None,
+    unpaired: pd.DataFrame | None = None,
+    level: int = 2,
+) -> str:
+    """The leaderboard as Markdown: the complete groups of `leaderboard_table` first, then,
+    under the heading `PARTIAL_TITLE`, the partial ones (unranked, with steps done of steps
+    asked), then the oracle drops (`oracle_drops`) and one line per learner not paired with
+    its oracle (`unpaired_oracle_runs`), each section where there is something to show.
+
+    Args:
+        table: a `leaderboard_table`.
+        drops: an `oracle_drops` table, or None.
+        unpaired: an `unpaired_oracle_runs` table, or None.
+        level: Markdown level of the section headings (2 = ``##``).
+    """
+    heading = "#" * level
+    partial = table["status"] == "partial" if "status" in table.columns else table.index < 0
+    parts = []
+    if not partial.all() or table.empty:
+        parts.append(to_markdown(table[~partial].reset_index(drop=True)))
+    if partial.any():
+        parts.append(f"{heading} {PARTIAL_TITLE}\n\n" + to_markdown(_partial_view(table[partial])))
+    if drops is not None and not drops.empty:
+        parts.append(
+            f"{heading} Relative drop below the i.i.d. oracle\n\n{_DROP_NOTE}"
+            + oracle_drops_markdown(drops)
+        )
+    notes = unpaired_oracle_notes(unpaired) if unpaired is not None else []
+    if notes:
+        parts.append(
+            f"{heading} Not paired with the i.i.d. oracle\n\n"
+            + "".join(f"- {_escape(n)}\n" for n in notes)
+        )
+    return "\n".join(parts)
+
+
+def _partial_view(partial: pd.DataFrame) -> pd.DataFrame:
+    """Partial groups for display: no rank, and one column of meta-steps done of asked
+    (means over seeds) in place of the meta-training bookkeeping metrics."""
+    view = partial.reset_index(drop=True)
+    done = view.get("meta_steps_done_mean", pd.Series(np.nan, index=view.index))
+    asked = view.get("meta_steps_asked_mean", pd.Series(np.nan, index=view.index))
+    steps = [
+        "" if _missing(d) else f"{d:g}" if _missing(a) else f"{d:g} of {a:g}"
+        for d, a in zip(done, asked, strict=True)
+    ]
+    bookkeeping = [
+        f"{m}_{stat}"
+        for m in ("meta_steps_done", "meta_steps_asked", "meta_train_complete")
+        for stat in ("mean", "ci95")
+    ]
+    view = view.drop(columns=[c for c in ("rank", "rank_by", *bookkeeping) if c in view])
+    view.insert(list(view.columns).index("status") + 1, _STEPS, steps)
+    return view
 
 
 def write_leaderboard(
@@ -869,13 +1137,16 @@ def write_leaderboard(
 ) -> tuple[Path, Path]:
     """Write ``leaderboard.csv`` and ``leaderboard.md`` into `dir`, each atomically.
 
-    Where learners have i.i.d. oracle runs on the same streams (`oracle_drops`), their
-    relative drops are written too: as ``oracle_drop.csv`` and as a second, small table at the
-    end of ``leaderboard.md``. Without such pairs there is no drop table, and an
-    ``oracle_drop.csv`` left from earlier runs is removed (it would describe other runs).
+    ``leaderboard.csv`` holds every group, complete first, with its ``status`` and an empty
+    rank for partial ones; ``leaderboard.md`` is `leaderboard_markdown`. Where learners have
+    i.i.d. oracle runs on the same streams and representations (`oracle_drops`), their
+    relative drops are written too: as ``oracle_drop.csv`` and as a small table in
+    ``leaderboard.md``. Without such pairs there is no drop table, and an ``oracle_drop.csv``
+    left from earlier runs is removed (it would describe other runs). Runs with an oracle on
+    the same stream but not paired are listed in ``leaderboard.md`` (`unpaired_oracle_runs`).
 
-    Each file is written to a temporary file in `dir` and moved into place with `os.replace`,
-    so a reader sees the old file or the new one, never a partial one.
+    Every file is written with `harness.fileio.atomic_write_text`: a reader sees the old file
+    or the new one, never a partial one.
 
     Args:
         dir: the results folder (created if `runs` is given and it does not exist).
@@ -893,37 +1164,155 @@ def write_leaderboard(
         runs = load_runs(folder)
     table = leaderboard_table(runs, primary_metric=primary_metric)
     drops = oracle_drops(runs)
-    folder.mkdir(parents=True, exist_ok=True)
+    unpaired = unpaired_oracle_runs(runs)
     csv_path = folder / "leaderboard.csv"
     md_path = folder / "leaderboard.md"
     drop_path = folder / "oracle_drop.csv"
-    markdown = to_markdown(table)
-    _atomic_write(csv_path, table.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(csv_path, table.to_csv(index=False, lineterminator="\n"))
     if drops.empty:
         drop_path.unlink(missing_ok=True)
     else:
-        _atomic_write(drop_path, drops.to_csv(index=False, lineterminator="\n"))
-        markdown += (
-            "\n## Relative drop below the i.i.d. oracle\n\n"
-            "(oracle - stream) / oracle per seed, on the same stream; mean ± 95% CI over "
-            "seeds. The oracle trains the same output layer on the same frozen features with "
-            "the same samples shuffled i.i.d. (OML/ANML).\n\n" + oracle_drops_markdown(drops)
-        )
-    _atomic_write(md_path, markdown)
+        atomic_write_text(drop_path, drops.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(md_path, leaderboard_markdown(table, drops, unpaired))
     return csv_path, md_path
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+# ----------------------------------------------------------------------------------------------
+# The generated results page and the README's headline table
+
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+HEADLINE_SCENARIO = "omniglot-stream"
+HEADLINE_METRICS = ("meta_test_test_acc", "acc_final_macro")
+
+
+def _scenario_folders(root: Path) -> list[Path]:
+    """The folders directly under `root` that hold a run CSV, sorted by name."""
+    folder = Path(root)
+    if not folder.is_dir():
+        raise HarnessError(
+            f"results root {folder} is not a folder; pass the folder holding <scenario>/ folders"
+        )
+    found = [
+        d
+        for d in sorted(folder.iterdir())
+        if d.is_dir()
+        and not d.name.startswith(".")
+        and any(p.name not in _LEADERBOARD_FILES for p in d.rglob("*.csv"))
+    ]
+    if not found:
+        raise HarnessError(f"no <scenario>/ folder with run CSV files under {folder}")
+    return found
+
+
+def results_markdown(root: Path, problems: list[tuple[Path, str]] | None = None) -> str:
+    """The results page: for each scenario folder under `root` (sorted), its title and
+    `leaderboard_markdown` (complete runs, partial runs, the oracle drops and the unpaired
+    runs), and the run files left out by `load_runs`, named relative to `root`.
+
+    The same files give the same page, byte for byte. Nothing is written.
+
+    Args:
+        root: a results root, e.g. ``published``.
+        problems: where given, every left-out file is appended as ``(path, reason)``.
+
+    Raises:
+        HarnessError: `root` is not a folder or holds no scenario folder with run CSVs, or as
+            `leaderboard_table`.
+    """
+    root = Path(root)
+    lines = [
+        f"_Generated by `harness report {root.as_posix()}` from the run files; do not edit by "
+        "hand: re-run the command._",
+        "",
+        "# Results",
+        "",
+        "Mean ± 95% CI (Student t) over seeds, per configuration; ranks within a scenario, "
+        "its version and its parameters. Only runs whose files match their manifest are "
+        "read.",
+        "",
+    ]
+    for folder in _scenario_folders(root):
+        left_out: list[tuple[Path, str]] = []
+        lines += [f"## {folder.name}", ""]
+        try:
+            runs = load_runs(folder, left_out)
+        except HarnessError:
+            if not left_out:
+                raise
+            runs = None
+            lines += ["No valid run.", ""]
+        if runs is not None:
+            table = leaderboard_table(runs)
+            body = leaderboard_markdown(table, oracle_drops(runs), unpaired_oracle_runs(runs), 3)
+            lines += [body.rstrip("\n"), ""]
+        if left_out:
+            lines += ["### Run files left out", ""]
+            lines += [
+                f"- `{path.relative_to(root).as_posix()}`: {_escape(why)}" for path, why in left_out
+            ]
+            lines.append("")
+        if problems is not None:
+            problems.extend(left_out)
+    return "\n".join(lines)
+
+
+def headline_markdown(root: Path) -> str:
+    """A compact table of the complete runs in ``root/omniglot-stream`` for the README: learner,
+    preset, the scenario parameters that differ between rows (e.g. n_classes), seeds, and
+    `HEADLINE_METRICS` as mean ± 95% CI over seeds, in leaderboard order.
+
+    Raises:
+        HarnessError: the folder is missing or holds no valid, complete run.
+    """
+    folder = Path(root) / HEADLINE_SCENARIO
+    if not folder.is_dir():
+        raise HarnessError(
+            f"no {HEADLINE_SCENARIO}/ folder under {root} for the headline table; run "
+            f"{HEADLINE_SCENARIO} into {root} first"
+        )
+    table = leaderboard_table(load_runs(folder))
+    table = table[(table["status"] == "complete") & (table["n_seeds"] > 0)].reset_index(drop=True)
+    if table.empty:
+        raise HarnessError(f"no complete run under {folder} for the headline table")
+    raw = table.get("scenario_params", pd.Series("", index=table.index))
+    params = [json.loads(p) if isinstance(p, str) and p else {} for p in raw]
+    varying = sorted(
+        {k for p in params for k in p if len({json.dumps(q.get(k)) for q in params}) > 1}
+    )
+    out = pd.DataFrame({"learner": table["learner"], "preset": table["preset"]})
+    if pd.DataFrame({**out, "_p": raw.fillna("").astype(str)}).duplicated().any():
+        out["config"] = table["config_hash"].str[:8]  # two recipes of one learner
+    for k in varying:
+        out[k] = ["" if p.get(k) is None else str(p.get(k)) for p in params]
+    out["seeds"] = table["n_seeds"]
+    for m in HEADLINE_METRICS:
+        if f"{m}_mean" in table:
+            out[f"{m}_mean"] = table[f"{m}_mean"]
+            out[f"{m}_ci95"] = table[f"{m}_ci95"]
+    note = (
+        f"Complete runs in `{folder.as_posix()}`, mean ± 95% CI over seeds; generated by "
+        f"`harness report {Path(root).as_posix()}`.\n\n"
+    )
+    return note + to_markdown(out)
+
+
+def replace_readme_block(text: str, block: str, where: str = "the README") -> str:
+    """`text` with the lines between the line `README_START` and the line `README_END`
+    replaced by `block`; everything else, the marker lines included, is kept byte for byte.
+
+    Raises:
+        HarnessError: the markers are missing, repeated or in the wrong order.
+    """
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.strip() == README_START]
+    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise HarnessError(
+            f"{where} needs one line {README_START} and, below it, one line {README_END} "
+            f"around the results table (found {len(starts)} and {len(ends)}); add them"
+        )
+    if not lines[starts[0]].endswith("\n"):
+        raise HarnessError(f"{where}: the line {README_START} must end with a line break")
+    body = block if block.endswith("\n") or not block else block + "\n"
+    return "".join(lines[: starts[0] + 1]) + body + "".join(lines[ends[0] :])

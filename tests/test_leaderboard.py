@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -12,7 +13,9 @@ import pytest
 from scipy import stats
 
 from harness import leaderboard as lb
+from harness import results
 from harness.errors import HarnessError
+from harness.fileio import sha256_bytes
 
 SCEN = "synthetic-stream"
 
@@ -36,38 +39,46 @@ def write_run(
     stream_hash: str | None = None,
     started_at: str = "2025-01-01T00:00:00+00:00",
     extra: dict[str, object] | None = None,
+    status: str | None = None,
+    representation: str = "",
 ) -> Path:
-    """Write results/<scenario>/<run_id>.csv (plus the ignored .json/.npz siblings)."""
-    rows = [
-        {
-            "run_id": run_id,
-            "scenario": scenario,
-            "scenario_version": scenario_version,
-            "stream_hash": stream_hash if stream_hash is not None else f"h{seed}",
-            "learner": learner,
-            "config_hash": config_hash if config_hash is not None else f"cfg-{learner}",
-            "preset": preset,
-            "seed": seed,
-            "metric": metric,
-            "value": value,
-            "n": 100,
-            "harness_version": "0.1.0",
-            "git_sha": "abc1234",
-            "torch_version": "2.5.0",
-            "device": "cpu",
-            "started_at": started_at,
-            "wall_s": 1.5,
-            **(extra or {}),
-        }
-        for metric, value in metrics.items()
-    ]
-    out = folder / scenario
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{run_id}.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    (out / f"{run_id}.json").write_text("{}")
-    (out / f"{run_id}.npz").write_bytes(b"not an npz")
+    """Write <folder>/<scenario>/<run_id>.csv, .npz and .json (with its manifest) with
+    `harness.results.write_run`. `status` defaults to what the harness writes for these
+    metrics; "" leaves the column empty, as in files written before it existed."""
+    if status is None:
+        failure = [m for m in lb.STATUS_METRICS if metrics.get(m, 0.0) != 0.0]
+        stopped = metrics.get("meta_train_complete") == 0.0
+        status = failure[0] if failure else "partial" if stopped else "ok"
+    base = {
+        "scenario": scenario,
+        "scenario_version": scenario_version,
+        "stream_hash": stream_hash if stream_hash is not None else f"h{seed}",
+        "learner": learner,
+        "config_hash": config_hash if config_hash is not None else f"cfg-{learner}",
+        "preset": preset,
+        "seed": seed,
+        "harness_version": "0.1.0",
+        "git_sha": "abc1234",
+        "torch_version": "2.5.0",
+        "device": "cpu",
+        "started_at": started_at,
+        "wall_s": 1.5,
+        "status": status,
+    }
+    extra = {"representation": representation, **(extra or {})}
+    rows = {m: (v, 100) for m, v in metrics.items()}
+    path, _ = results.write_run(folder, scenario, run_id, base, rows, extra, {}, {})
     return path
+
+
+def rewrite_csv(path: Path, text: str) -> None:
+    """Replace a run's CSV and its manifest with matching ones: a file that passes the
+    checksum, so that only the checks on its content can reject it."""
+    data = text.encode()
+    path.write_bytes(data)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["files"]["csv"] = {"sha256": sha256_bytes(data), "rows": max(text.count("\n") - 1, 0)}
+    path.with_suffix(".json").write_text(json.dumps(meta))
 
 
 @pytest.fixture
@@ -137,24 +148,38 @@ def test_load_runs_without_run_csvs_raises(tmp_path: Path, make: str) -> None:
 
 def test_load_runs_names_file_and_missing_columns(tmp_path: Path) -> None:
     path = write_run(tmp_path, "r0", "anml", 0, {"acc_final_macro": 0.5})
-    pd.read_csv(path).drop(columns=["stream_hash", "wall_s"]).to_csv(path, index=False)
-    with pytest.raises(HarnessError, match="stream_hash, wall_s") as exc:
-        lb.load_runs(tmp_path)
-    assert "r0.csv" in str(exc.value)
+    edited = pd.read_csv(path).drop(columns=["stream_hash", "wall_s"])
+    rewrite_csv(path, edited.to_csv(index=False))
+    with pytest.warns(lb.ResultFileWarning, match="r0.csv: lacks required"):
+        with pytest.raises(HarnessError, match="stream_hash, wall_s") as exc:
+            lb.load_runs(tmp_path)
+    assert "r0.csv" in str(exc.value) and "no valid run file" in str(exc.value)
     assert "\n" not in str(exc.value)
 
 
 def test_load_runs_rejects_unreadable_and_non_numeric(tmp_path: Path) -> None:
-    (tmp_path / SCEN).mkdir()
-    (tmp_path / SCEN / "empty.csv").write_text("")
-    with pytest.raises(HarnessError, match="empty.csv"):
+    empty = write_run(tmp_path, "empty", "anml", 0, {"acc_final_macro": 0.5})
+    rewrite_csv(empty, "")
+    with (
+        pytest.warns(lb.ResultFileWarning),
+        pytest.raises(HarnessError, match="empty.csv: cannot be read as CSV: No columns to parse"),
+    ):
         lb.load_runs(tmp_path)
-    (tmp_path / SCEN / "empty.csv").unlink()
+    empty.unlink()
+    empty.with_suffix(".json").unlink()
     path = write_run(tmp_path, "r0", "anml", 0, {"acc_final_macro": 0.5})
     df = pd.read_csv(path)
     df["value"] = "high"
-    df.to_csv(path, index=False)
-    with pytest.raises(HarnessError, match="r0.csv.*'value'"):
+    rewrite_csv(path, df.to_csv(index=False))
+    with pytest.warns(lb.ResultFileWarning), pytest.raises(HarnessError, match="r0.csv.*'value'"):
+        lb.load_runs(tmp_path)
+    df["value"] = 0.5
+    df["status"] = "finished"
+    rewrite_csv(path, df.to_csv(index=False))
+    with (
+        pytest.warns(lb.ResultFileWarning),
+        pytest.raises(HarnessError, match="r0.csv: column 'status' holds unknown 'finished'"),
+    ):
         lb.load_runs(tmp_path)
 
 
@@ -527,7 +552,9 @@ def test_write_leaderboard_failure_leaves_no_temp_file(
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(lb.os, "replace", broken_replace)
+    from harness import fileio
+
+    monkeypatch.setattr(fileio.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         lb.write_leaderboard(folder)
     assert set(os.listdir(folder)) == before
@@ -549,8 +576,9 @@ def test_write_leaderboard_from_given_runs(two_learners: Path, tmp_path: Path) -
 
 @pytest.fixture
 def with_oracle(tmp_path: Path) -> Path:
-    """anml and its oracle anml-iid on streams h0, h1, h3 (paired) and seed 2 on different
-    streams (not paired); finetune without an oracle; an oracle without its learner."""
+    """anml and its oracle anml-iid on streams h0, h1, h3 (paired: same meta-trained network)
+    and seed 2 on different streams (not paired); finetune without an oracle; an oracle
+    without its learner."""
     test = {0: (0.6, 0.8), 1: (0.45, 0.9), 2: (0.5, 0.7), 3: (0.3, 0.4)}  # (anml, anml-iid)
     train = {0: (0.9, 1.0), 1: (0.6, 0.8), 2: (0.7, 0.7), 3: (0.99, 0.9)}
     for seed in test:
@@ -566,6 +594,7 @@ def with_oracle(tmp_path: Path) -> Path:
                     "wall_s": 1.0,
                 },
                 stream_hash="hX" if (seed, learner) == (2, "anml-iid") else f"h{seed}",
+                representation="anml-net",
                 extra={
                     "scenario_params": '{"n_classes": 10}',
                     "eval_order": "iid" if side else "stream",
@@ -609,6 +638,7 @@ def test_oracle_drops_hand_computed(with_oracle: Path) -> None:
 
 def test_oracle_drops_pairing_rules(tmp_path: Path) -> None:
     def run(run_id: str, learner: str, seed: int, acc: float, **kw: object) -> None:
+        kw.setdefault("representation", "net")
         write_run(tmp_path, run_id, learner, seed, {"meta_test_test_acc": acc}, **kw)
 
     # Oracle 0 on seed 0: no drop (NaN), left out; seed 1: (0.5 - 0.4) / 0.5 = 0.2.
@@ -618,7 +648,14 @@ def test_oracle_drops_pairing_rules(tmp_path: Path) -> None:
     run("xi1", "x-iid", 1, 0.5)
     # A failed oracle run and an oracle of another preset never pair.
     run("y0", "y", 0, 0.3)
-    write_run(tmp_path, "yi0", "y-iid", 0, {"meta_test_test_acc": 0.5, "failed": 1.0})
+    write_run(
+        tmp_path,
+        "yi0",
+        "y-iid",
+        0,
+        {"meta_test_test_acc": 0.5, "failed": 1.0},
+        representation="net",
+    )
     run("yi0p", "y-iid", 0, 0.5, preset="paper", config_hash="cfg-paper")
     # Only undefined drops: no row either.
     run("z0", "z", 0, 0.3)
@@ -635,8 +672,8 @@ def test_oracle_drops_pairing_rules(tmp_path: Path) -> None:
 
 
 def test_oracle_drops_rejects_values_that_are_not_accuracies(tmp_path: Path) -> None:
-    write_run(tmp_path, "a0", "anml", 0, {"meta_test_test_acc": 64.0})
-    write_run(tmp_path, "b0", "anml-iid", 0, {"meta_test_test_acc": 80.0})
+    write_run(tmp_path, "a0", "anml", 0, {"meta_test_test_acc": 64.0}, representation="net")
+    write_run(tmp_path, "b0", "anml-iid", 0, {"meta_test_test_acc": 80.0}, representation="net")
     with pytest.raises(HarnessError, match="a0 and b0.*percentages"):
         lb.oracle_drops(lb.load_runs(tmp_path))
 
@@ -671,14 +708,434 @@ def test_write_leaderboard_adds_the_oracle_drop(
 def test_leaderboard_ranks_within_the_same_scenario_parameters(tmp_path: Path) -> None:
     """5-way and 20-way episodes of one scenario are different benchmarks: each set of
     scenario parameters gets its own ranking (a 20-way 0.8 is not 'behind' a 5-way 0.9)."""
-    runs = {("maml", "5"): 0.94, ("protonet", "5"): 0.97, ("maml", "20"): 0.82,
-            ("protonet", "20"): 0.80}
+    runs = {
+        ("maml", "5"): 0.94,
+        ("protonet", "5"): 0.97,
+        ("maml", "20"): 0.82,
+        ("protonet", "20"): 0.80,
+    }
     for (learner, ways), acc in runs.items():
-        write_run(tmp_path, f"{learner}-{ways}", learner, 0, {"episode_acc": acc},
-                  scenario="omniglot-fewshot", config_hash=f"{learner}-{ways}",
-                  extra={"scenario_params": f'{{"ways": {ways}}}'})
+        write_run(
+            tmp_path,
+            f"{learner}-{ways}",
+            learner,
+            0,
+            {"episode_acc": acc},
+            scenario="omniglot-fewshot",
+            config_hash=f"{learner}-{ways}",
+            extra={"scenario_params": f'{{"ways": {ways}}}'},
+        )
     t = lb.leaderboard_table(lb.load_runs(tmp_path))
     ranks = {(r.learner, r.config_hash.split("-")[1]): r.rank for r in t.itertuples()}
-    assert ranks == {("protonet", "5"): 1, ("maml", "5"): 2, ("maml", "20"): 1,
-                     ("protonet", "20"): 2}
+    assert ranks == {
+        ("protonet", "5"): 1,
+        ("maml", "5"): 2,
+        ("maml", "20"): 1,
+        ("protonet", "20"): 2,
+    }
     assert list(t["scenario_params"]) == ['{"ways": 20}'] * 2 + ['{"ways": 5}'] * 2
+
+
+# ---------------------------------------------------------------------------- damaged run files
+
+# A run with 7 metric rows, peak_rss_mb last; its accuracy 0.99 would move anml's mean
+# (0.5, 0.6, 0.7 -> 0.6975) and its n_seeds (3 -> 4) if it were read.
+DAMAGED = {
+    "acc_final_macro": 0.99,
+    "wall_s": 99.0,
+    "online_acc": 0.9,
+    "bwt": 0.0,
+    "fwt": 0.0,
+    "samples_per_s": 10.0,
+    "peak_rss_mb": 774.88,
+}
+MISMATCH = "the CSV does not match its manifest"
+DAMAGES = {
+    # the file ends inside its last value: pandas alone would read 774 for 774.88
+    "cut_in_last_value": f"{MISMATCH} (6 data lines, 7 written)",
+    "short_row": f"{MISMATCH} (7 data lines, 7 written)",
+    "header_only": f"{MISMATCH} (0 data lines, 7 written)",
+    "five_lines_dropped": f"{MISMATCH} (2 data lines, 7 written)",
+    "json_without_manifest": "its .json has no manifest (written by harness < 0.2); re-run it",
+    "csv_without_json": "its .json (with the manifest) is missing",
+}
+
+
+def damage(kind: str, path: Path) -> None:
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if kind == "cut_in_last_value":
+        path.write_text(text[: text.rindex("774.88") + len("774")])
+        assert pd.read_csv(path)["value"].iloc[-1] == 774.0  # what a plain reader would take
+    elif kind == "short_row":
+        lines[3] = ",".join(lines[3].split(",")[:10]) + "\n"
+        path.write_text("".join(lines))
+    elif kind == "header_only":
+        path.write_text(lines[0])
+    elif kind == "five_lines_dropped":
+        path.write_text("".join(lines[:2] + lines[7:]))
+    elif kind == "json_without_manifest":
+        path.with_suffix(".json").write_text(json.dumps({"run_id": path.stem, "seed": 3}))
+    elif kind == "csv_without_json":
+        path.with_suffix(".json").unlink()
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+def test_a_damaged_run_file_is_named_and_left_out(two_learners: Path, kind: str) -> None:
+    bad = write_run(two_learners, "anml-3", "anml", 3, DAMAGED)
+    assert (
+        row(lb.aggregate(lb.load_runs(two_learners)), learner="anml", metric="wall_s")["n_seeds"]
+        == 4
+    )  # read while intact
+    damage(kind, bad)
+    problems: list[tuple[Path, str]] = []
+    with pytest.warns(lb.ResultFileWarning) as caught:
+        runs = lb.load_runs(two_learners, problems)
+    assert len(problems) == 1 and problems[0][0] == bad
+    reason = problems[0][1]
+    assert reason.startswith(DAMAGES[kind])
+    messages = [str(w.message) for w in caught if w.category is lb.ResultFileWarning]
+    assert messages == [f"{bad}: {reason}; left out"]
+    assert "anml-3" not in set(runs["run_id"])
+    agg = lb.aggregate(runs)
+    a = row(agg, learner="anml", metric="acc_final_macro")
+    assert a["mean"] == pytest.approx(0.6) and a["n_seeds"] == 3
+    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
+    assert row(agg, learner="finetune", metric="acc_final_macro")["mean"] == pytest.approx(0.3)
+    assert "peak_rss_mb" not in set(agg["metric"])
+
+
+def test_every_damaged_file_is_reported_and_an_all_damaged_folder_raises(tmp_path: Path) -> None:
+    paths = {}
+    for seed, kind in enumerate(sorted(DAMAGES)):
+        paths[kind] = write_run(tmp_path, f"r{seed}", "anml", seed, DAMAGED)
+        damage(kind, paths[kind])
+    problems: list[tuple[Path, str]] = []
+    with pytest.warns(lb.ResultFileWarning), pytest.raises(HarnessError) as exc:
+        lb.load_runs(tmp_path, problems)
+    assert [p for p, _ in problems] == sorted(paths.values())
+    for kind, path in paths.items():
+        assert dict(problems)[path].startswith(DAMAGES[kind])
+    first, why = problems[0]
+    assert str(exc.value) == (
+        f"no valid run file under {tmp_path} (6 left out); first: {first}: {why}"
+    )
+    # One intact run is enough to read the folder.
+    write_run(tmp_path, "ok", "anml", 9, {"acc_final_macro": 0.5})
+    with pytest.warns(lb.ResultFileWarning):
+        assert set(lb.load_runs(tmp_path)["run_id"]) == {"ok"}
+
+
+def test_a_malformed_manifest_is_reported_not_raised(two_learners: Path) -> None:
+    bad = write_run(two_learners, "anml-3", "anml", 3, DAMAGED)
+    bad.with_suffix(".json").write_text(json.dumps({"files": {"csv": "not a dict"}}))
+    problems: list[tuple[Path, str]] = []
+    with pytest.warns(lb.ResultFileWarning, match="anml-3.csv: its .json holds a malformed"):
+        runs = lb.load_runs(two_learners, problems)
+    assert problems == [(bad, "its .json holds a malformed manifest (AttributeError)")]
+    assert row(lb.aggregate(runs), learner="anml", metric="acc_final_macro")["n_seeds"] == 3
+
+
+# ---------------------------------------------------------------------------- partial runs
+
+
+def write_partial_fixture(folder: Path, status_column: bool) -> None:
+    """anml complete on seeds 0, 1 (acc 0.5, 0.7; 100 of 100 meta-steps) and partial on seed 2
+    (acc 0.9 after 30 of 100); finetune complete on seeds 0, 1 (acc 0.3, 0.5). Without the
+    status column (files from before it), the status comes from meta_train_complete."""
+
+    def meta(acc: float, done: float) -> dict[str, float]:
+        return {
+            "acc_final_macro": acc,
+            "meta_steps_done": done,
+            "meta_steps_asked": 100.0,
+            "meta_train_complete": float(done == 100.0),
+        }
+
+    status = None if status_column else ""
+    for seed, (acc, done) in enumerate([(0.5, 100.0), (0.7, 100.0), (0.9, 30.0)]):
+        write_run(folder, f"anml-{seed}", "anml", seed, meta(acc, done), status=status)
+    for seed, acc in enumerate([0.3, 0.5]):
+        write_run(folder, f"ft-{seed}", "finetune", seed, {"acc_final_macro": acc}, status=status)
+
+
+@pytest.mark.parametrize("status_column", [True, False], ids=["status", "derived"])
+def test_partial_runs_are_never_averaged_or_ranked_with_complete_ones(
+    tmp_path: Path, status_column: bool
+) -> None:
+    write_partial_fixture(tmp_path, status_column)
+    runs = lb.load_runs(tmp_path)
+    if status_column:
+        assert set(runs.loc[runs["run_id"] == "anml-2", "status"]) == {"partial"}
+    else:
+        assert runs["status"].isna().all()
+    agg = lb.aggregate(runs)
+    done = row(agg, learner="anml", status="complete", metric="acc_final_macro")
+    # (0.5, 0.7): mean 0.6, sd 0.1414214, ci95 = t(0.975, 1) * sd / sqrt(2) = 12.706205 * 0.1
+    assert done["mean"] == pytest.approx(0.6) and done["n_seeds"] == 2
+    assert done["ci95"] == pytest.approx(1.2706205, abs=1e-6)
+    cut = row(agg, learner="anml", status="partial", metric="acc_final_macro")
+    assert cut["mean"] == pytest.approx(0.9) and cut["n_seeds"] == 1
+    assert row(agg, learner="anml", status="partial", metric="meta_steps_done")["mean"] == 30
+
+    table = lb.leaderboard_table(runs)
+    got = [
+        (r.learner, r.status, None if pd.isna(r.rank) else int(r.rank)) for r in table.itertuples()
+    ]
+    # The partial anml (0.9) would be first if it were ranked.
+    assert got == [("anml", "complete", 1), ("finetune", "complete", 2), ("anml", "partial", None)]
+    assert table.columns[:7].tolist() == [*lb.CONFIG_KEYS, "rank", "status"]
+    ranked = lb.rank(agg, "acc_final_macro")
+    assert pd.isna(row(ranked, learner="anml", status="partial")["rank"])
+    assert row(ranked, learner="finetune")["rank"] == 2
+
+    folder = tmp_path / SCEN
+    csv_path, md_path = lb.write_leaderboard(folder)
+    written = pd.read_csv(csv_path)
+    assert written["status"].tolist() == ["complete", "complete", "partial"]
+    assert written["rank"].isna().tolist() == [False, False, True]
+    md = md_path.read_text(encoding="utf-8")
+    top, partial = md.split(f"## {lb.PARTIAL_TITLE}\n\n")
+    assert "| anml | quick | cfg-anml | 1 | complete |" in top and "0.900" not in top
+    lines = partial.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    cells = [c.strip() for c in lines[2].strip("|").split(" | ")]
+    assert "rank" not in header and len(lines) == 3
+    assert cells[header.index("learner")] == "anml"
+    assert cells[header.index("steps done of asked")] == "30 of 100"
+    assert cells[header.index("acc_final_macro")] == "0.900"
+
+
+def test_a_partial_run_re_run_to_the_end_leaves_one_complete_seed(tmp_path: Path) -> None:
+    write_partial_fixture(tmp_path, status_column=True)
+    write_run(
+        tmp_path,
+        "anml-2b",
+        "anml",
+        2,
+        {"acc_final_macro": 0.6, "meta_steps_done": 100.0, "meta_train_complete": 1.0},
+        started_at="2025-01-02T00:00:00+00:00",
+    )
+    table = lb.leaderboard_table(lb.load_runs(tmp_path))
+    assert table["status"].tolist() == ["complete", "complete"]
+    a = row(table, learner="anml")
+    # (0.5, 0.7, 0.6): mean 0.6, sd 0.1, ci95 0.248414; the partial seed 2 was superseded
+    assert a["n_seeds"] == 3 and a["duplicates_dropped"] == 1
+    assert a["acc_final_macro_mean"] == pytest.approx(0.6)
+    assert a["acc_final_macro_ci95"] == pytest.approx(CI_3, abs=1e-6)
+
+
+@pytest.mark.parametrize("status", [None, ""], ids=["status", "derived"])
+def test_timed_out_runs_are_counted_as_failed(two_learners: Path, status: str | None) -> None:
+    assert "timed_out" in lb.STATUS_METRICS
+    write_run(two_learners, "anml-3", "anml", 3, {"timed_out": 1.0, "wall_s": 60.0}, status=status)
+    agg = lb.aggregate(lb.load_runs(two_learners))
+    a = row(agg, learner="anml", metric="wall_s")
+    assert a["failed"] == 1 and a["n_seeds"] == 3 and a["mean"] == pytest.approx(20.0)
+    assert "timed_out" not in set(agg["metric"])
+
+
+# ---------------------------------------------------------------------------- oracle pairing
+
+
+def test_oracle_pairs_only_runs_on_the_same_representation(tmp_path: Path) -> None:
+    def pair(seed: int, acc: float, oracle: float, rep: str, oracle_rep: str) -> None:
+        for learner, value, r in (("anml", acc, rep), ("anml-iid", oracle, oracle_rep)):
+            write_run(
+                tmp_path,
+                f"{learner}-{seed}",
+                learner,
+                seed,
+                {"meta_test_test_acc": value},
+                representation=r,
+            )
+
+    # Seed 0: two different meta-trained networks on the same stream: never paired (its drop
+    # would be (0.8 - 0.2) / 0.8 = 0.75). Seed 2: rows without a representation: never paired.
+    pair(0, 0.2, 0.8, "anml-aaa", "anml-bbb")
+    pair(2, 0.2, 0.8, "", "")
+    runs = lb.load_runs(tmp_path)
+    assert lb.oracle_drops(runs).empty
+    # Seed 1: the same network: (0.8 - 0.6) / 0.8 = 0.25.
+    pair(1, 0.6, 0.8, "anml-ccc", "anml-ccc")
+    runs = lb.load_runs(tmp_path)
+    drops = lb.oracle_drops(runs)
+    d = row(drops, metric="meta_test_test_acc")
+    assert d["n_pairs"] == 1 and d["mean_drop"] == pytest.approx(0.25)
+    assert (d["mean_stream"], d["mean_oracle"]) == (pytest.approx(0.6), pytest.approx(0.8))
+    assert d["status"] == "complete" and d["representation"] == "anml-ccc"
+
+    unpaired = lb.unpaired_oracle_runs(runs)
+    got = unpaired[["seed", "run_id", "representation", "oracle_run_id", "reason"]]
+    assert got.values.tolist() == [
+        [0, "anml-0", "anml-aaa", "anml-iid-0", "representation differs"],
+        [2, "anml-2", "", "anml-iid-2", "representation not recorded"],
+    ]
+    assert unpaired.loc[0, "oracle_representation"] == "anml-bbb"
+    note = (
+        "anml (quick) and anml-iid: not paired: representation differs (seed 0); "
+        "representation not recorded (seed 2)"
+    )
+    assert lb.unpaired_oracle_notes(unpaired) == [note]
+    _, md_path = lb.write_leaderboard(tmp_path / SCEN)
+    md = md_path.read_text(encoding="utf-8")
+    assert md.count("not paired") == 1
+    assert md.endswith(f"## Not paired with the i.i.d. oracle\n\n- {note}\n")
+    assert "| anml | quick | cfg-anml | anml-iid | cfg-anml-iid | complete | 1 | 0.600 |" in md
+
+
+def test_oracle_pairs_partial_runs_only_with_partial_ones(tmp_path: Path) -> None:
+    stopped = {"meta_train_complete": 0.0, "meta_steps_done": 5.0, "meta_steps_asked": 10.0}
+    # Seed 0: both stopped early on the same network: paired, (0.5 - 0.4) / 0.5 = 0.2.
+    write_run(
+        tmp_path, "a0", "anml", 0, {"meta_test_test_acc": 0.4, **stopped}, representation="net"
+    )
+    write_run(
+        tmp_path, "o0", "anml-iid", 0, {"meta_test_test_acc": 0.5, **stopped}, representation="net"
+    )
+    # Seed 1: the stream run stopped early, the oracle's did not: not paired.
+    write_run(
+        tmp_path, "a1", "anml", 1, {"meta_test_test_acc": 0.4, **stopped}, representation="net"
+    )
+    write_run(tmp_path, "o1", "anml-iid", 1, {"meta_test_test_acc": 0.9}, representation="net")
+    runs = lb.load_runs(tmp_path)
+    drops = lb.oracle_drops(runs)
+    d = row(drops, metric="meta_test_test_acc")
+    assert d["status"] == "partial" and d["n_pairs"] == 1 and d["mean_drop"] == pytest.approx(0.2)
+    unpaired = lb.unpaired_oracle_runs(runs)
+    assert unpaired[["run_id", "reason"]].values.tolist() == [["a1", "one of them is partial"]]
+
+
+# ---------------------------------------------------------------------------- results page
+
+
+def omniglot_runs(root: Path) -> None:
+    """omniglot-stream: at 10 classes anml-iid, anml (and a partial anml seed 2) and finetune
+    on seeds 0, 1, anml on the same network as its oracle; at 20 classes anml on seed 0."""
+    scen = "omniglot-stream"
+
+    def run(
+        run_id: str, learner: str, seed: int, test: float, final: float, n: int, **kw: object
+    ) -> None:
+        metrics = {"meta_test_test_acc": test, "acc_final_macro": final, **kw.pop("m", {})}
+        write_run(
+            root,
+            run_id,
+            learner,
+            seed,
+            metrics,
+            scenario=scen,
+            config_hash=f"cfg-{learner}-{n}",
+            extra={"scenario_params": json.dumps({"n_classes": n, "test_per_class": 5})},
+            **kw,
+        )
+
+    for seed, test in enumerate([0.5, 0.7]):
+        run(f"i{seed}", "anml-iid", seed, 0.8, 0.7, 10, representation="net")
+        run(f"a{seed}", "anml", seed, test, 0.4, 10, representation="net")
+        run(f"f{seed}", "finetune", seed, 0.1, 0.05, 10)
+    run(
+        "a2",
+        "anml",
+        2,
+        0.95,
+        0.95,
+        10,
+        representation="net",
+        m={"meta_train_complete": 0.0, "meta_steps_done": 7.0, "meta_steps_asked": 9.0},
+    )
+    run("b0", "anml", 0, 0.3, 0.2, 20, representation="net20")
+
+
+def test_results_page_is_generated_deterministically(two_learners: Path) -> None:
+    root = two_learners
+    omniglot_runs(root)
+    page = lb.results_markdown(root)
+    lines = page.splitlines()
+    assert f"`harness report {root.as_posix()}`" in lines[0]
+    assert "do not edit by hand" in lines[0]
+    assert [ln for ln in lines if ln.startswith("## ")] == [
+        "## omniglot-stream",
+        f"## {SCEN}",
+    ]
+    for name in ("omniglot-stream", SCEN):
+        runs = lb.load_runs(root / name)
+        section = lb.leaderboard_markdown(
+            lb.leaderboard_table(runs), lb.oracle_drops(runs), lb.unpaired_oracle_runs(runs), 3
+        )
+        assert section in page
+    omni = page[page.index("## omniglot-stream") : page.index(f"## {SCEN}")]
+    assert f"### {lb.PARTIAL_TITLE}" in omni and "| 7 of 9 |" in omni
+    assert "### Relative drop below the i.i.d. oracle" in omni
+    # (0.8 - 0.5) / 0.8 = 0.375, (0.8 - 0.7) / 0.8 = 0.125: mean 0.25, sd 0.1767767,
+    # ci95 = 12.706205 * 0.1767767 / sqrt(2) = 1.588276
+    assert "| 0.600 | 0.800 | 0.250 ± 1.588 |" in omni
+    # Leaderboard files written into the folders, a re-run: the same bytes.
+    for name in ("omniglot-stream", SCEN):
+        lb.write_leaderboard(root / name)
+    assert lb.results_markdown(root) == page
+    # A damaged file is named on the page (relative to the root) and left out.
+    bad = write_run(root, "anml-9", "anml", 9, DAMAGED)
+    damage("header_only", bad)
+    problems: list[tuple[Path, str]] = []
+    with pytest.warns(lb.ResultFileWarning):
+        damaged = lb.results_markdown(root, problems)
+    assert [p for p, _ in problems] == [bad]
+    assert f"- `{SCEN}/anml-9.csv`: {MISMATCH} (0 data lines, 7 written)" in damaged
+    assert damaged.replace("\n### Run files left out\n", "").count("| anml |") == page.count(
+        "| anml |"
+    )
+
+
+def test_headline_table_holds_the_complete_omniglot_stream_runs(tmp_path: Path) -> None:
+    omniglot_runs(tmp_path)
+    headline = lb.headline_markdown(tmp_path)
+    # Ranked on acc_final_macro within each n_classes; the partial anml seed 2 is left out.
+    # anml at 10 classes: meta_test_test_acc (0.5, 0.7) -> 0.600 ± 12.706205 * 0.1 = 1.271.
+    assert headline.splitlines()[2:] == [
+        "| learner | preset | n_classes | seeds | meta_test_test_acc | acc_final_macro |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+        "| anml-iid | quick | 10 | 2 | 0.800 ± 0.000 | 0.700 ± 0.000 |",
+        "| anml | quick | 10 | 2 | 0.600 ± 1.271 | 0.400 ± 0.000 |",
+        "| finetune | quick | 10 | 2 | 0.100 ± 0.000 | 0.050 ± 0.000 |",
+        "| anml | quick | 20 | 1 | 0.300 | 0.200 |",
+    ]
+    assert f"`harness report {tmp_path.as_posix()}`" in headline.splitlines()[0]
+    assert lb.headline_markdown(tmp_path) == headline
+    with pytest.raises(HarnessError, match="omniglot-stream"):
+        lb.headline_markdown(tmp_path / "omniglot-stream")
+
+
+README = (
+    "# Title\r\n"
+    "\r\n"
+    "Intro, ü.\n"
+    "<!-- results:start -->\n"
+    "| old | table |\n"
+    "<!-- results:end -->\n"
+    "Tail without a final line break"
+)
+
+
+def test_readme_block_replacement_keeps_everything_else() -> None:
+    new = lb.replace_readme_block(README, "| new |\n")
+    head = README[: README.index("| old")]
+    tail = README[README.index("<!-- results:end -->") :]
+    assert new == head + "| new |\n" + tail
+    assert lb.replace_readme_block(new, "| new |\n") == new
+    assert lb.replace_readme_block(README, "| no break |") == head + "| no break |\n" + tail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no markers\n",
+        "<!-- results:start -->\nx\n",
+        "<!-- results:end -->\nx\n<!-- results:start -->\n",
+        "<!-- results:start -->\n<!-- results:start -->\n<!-- results:end -->\n",
+    ],
+    ids=["none", "no_end", "reversed", "twice"],
+)
+def test_readme_block_markers_must_be_there_once_in_order(text: str) -> None:
+    with pytest.raises(HarnessError, match="README.md needs one line <!-- results:start -->"):
+        lb.replace_readme_block(text, "| new |\n", "README.md")
