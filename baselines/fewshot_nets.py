@@ -2,7 +2,7 @@
 
 Every net here is `init(generator) -> dict[str, Tensor]` plus `forward(params, x, n_ref)`, so
 inner loops can differentiate through parameter updates with `torch.func.grad` and run a batch
-of tasks under `torch.func.vmap` (DESIGN.md D8).
+of tasks under `torch.func.vmap` (docs/design.md D8).
 
 Batch norm keeps no running statistics (that is what makes it vmap-friendly): it normalises
 with statistics of a *reference* part of the current batch. `n_ref=None` uses the whole batch

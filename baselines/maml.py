@@ -4,7 +4,7 @@ One learner class with switches; each registered id is a config class with its o
 An episode is a tiny stream: `observe(support)` adapts a copy of the meta-learned weights with
 `test_steps` SGD steps on all support data seen since `reset()`, and `predict(query)` answers
 with the adapted weights. Meta-training differentiates through the inner loop (second order, or
-first order), for a meta-batch of tasks at once under `torch.func.vmap` (DESIGN.md D8).
+first order), for a meta-batch of tasks at once under `torch.func.vmap` (docs/design.md D8).
 
 Papers: MAML / first-order MAML (Finn, Abbeel & Levine 2017); MAML++ (Antoniou, Edwards &
 Storkey 2019: multi-step loss, derivative-order annealing, per-step batch-norm weights, learned

@@ -1,4 +1,4 @@
-"""Errors the CLI turns into a one-line message and an exit code (DESIGN.md D9)."""
+"""Errors the CLI turns into a one-line message and an exit code (docs/design.md D9)."""
 
 
 class HarnessError(Exception):

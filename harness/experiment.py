@@ -1,5 +1,5 @@
 """One run, end to end: build the scenario and learner, meta-train (cached), choose the learning
-rate on validation streams, run the scored stream, and write tidy results (DESIGN.md D2-D6).
+rate on validation streams, run the scored stream, and write tidy results (docs/design.md D2-D6).
 
 Every learner goes through the same steps with the same grid and the same validation streams,
 so comparisons are fair.

@@ -1,4 +1,4 @@
-"""Fast head-only meta-test evaluation (DESIGN.md D8).
+"""Fast head-only meta-test evaluation (docs/design.md D8).
 
 On `omniglot-stream` the meta-learners (OML, ANML) and the head-only baselines train only a
 linear output layer on frozen features. Two things make their meta-test cheap without changing

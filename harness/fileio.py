@@ -1,5 +1,5 @@
-"""The one way the harness writes a file: atomically, with the user's umask (docs/design.md,
-"Files").
+"""The one way the harness writes a file: atomically, with the user's umask (docs/design.md
+D6, D9).
 
 Every file is first written to a temp file in the target folder, flushed to disk and renamed
 over the target, so a reader sees the old file or the new one, never half of one. Temp files

@@ -1,4 +1,4 @@
-"""Tidy per-run results -> aggregated leaderboard tables (DESIGN.md D6).
+"""Tidy per-run results -> aggregated leaderboard tables (docs/design.md D6).
 
 Computation only: every function takes and returns pandas objects (or a string, for the
 Markdown rendering) and prints nothing; `cli.py` renders.
@@ -92,7 +92,7 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "started_at",
     "wall_s",
 )
-"""Columns every run CSV must have (DESIGN.md D6)."""
+"""Columns every run CSV must have (docs/design.md D6)."""
 
 STATUS_METRICS: tuple[str, ...] = ("failed", "diverged", "timed_out")
 """Metric rows that mark a run as not finished (also its `status`); never aggregated."""

@@ -1,5 +1,5 @@
 """Functional inner loops over explicit parameter dicts (torch.func), shared by OML, ANML and
-the MAML family (DESIGN.md D4, D8).
+the MAML family (docs/design.md D4, D8).
 
 A model is used through a `FunctionalModel`: the module plus the names of its *fast*
 parameters (adapted in the inner loop); every other parameter is *slow* (changed only by the

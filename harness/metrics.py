@@ -1,4 +1,4 @@
-"""Continual-learning metrics as pure functions over numpy arrays (DESIGN.md D5).
+"""Continual-learning metrics as pure functions over numpy arrays (docs/design.md D5).
 
 Conventions (0-indexed):
     R: T x T accuracy matrix, R[i, j] = accuracy on experience j after training through

@@ -1,4 +1,4 @@
-"""The contract between learners, scenarios and the runner (DESIGN.md D2).
+"""The contract between learners, scenarios and the runner (docs/design.md D2).
 
 Nothing here runs an experiment: these are the shapes every part agrees on.
 """

@@ -1,5 +1,5 @@
 """Tidy run results with provenance, written so that a reader sees all of a run or none of it
-(docs/design.md, "Results").
+(docs/design.md D6).
 
 A run writes three files under `<out>/<scenario>/`: `<run_id>.npz` (raw arrays), `<run_id>.csv`
 (one row per metric) and, last, `<run_id>.json` (the full config and a manifest: the SHA-256 of

@@ -1,4 +1,4 @@
-"""The predict-then-observe loop, evaluation points and the raw run record (DESIGN.md D2).
+"""The predict-then-observe loop, evaluation points and the raw run record (docs/design.md D2).
 
 The runner owns the loop: for every batch it calls `predict(x)` (under no_grad), records the
 prequential hit, then `observe(x, y)`. At the end of every experience it evaluates the held-out

@@ -1,4 +1,4 @@
-"""What every scenario family builds: a plain, re-iterable scenario object (DESIGN.md D2).
+"""What every scenario family builds: a plain, re-iterable scenario object (docs/design.md D2).
 
 A scenario family is a dataclass config with `build(seed, data_dir) -> BuiltScenario` (or a
 subclass with extra published attributes). Everything in it is a deterministic function of the

@@ -2,7 +2,7 @@
 
 An episode is an `Experience` whose training stream is the support set (one batch: the whole
 support set) and whose test set is the query set; the runner calls `reset()`,
-`observe(support)`, `predict(query)` per episode (DESIGN.md D2). Labels inside an episode are
+`observe(support)`, `predict(query)` per episode (docs/design.md D2). Labels inside an episode are
 0..N-1 in the order the episode's classes were drawn.
 
 The scored episodes (`experiences`) and the validation episodes (`val_experiences`) are fixed by

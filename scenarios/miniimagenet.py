@@ -1,4 +1,4 @@
-"""Split MiniImageNet as a continual stream, in two versioned variants (DESIGN.md D3).
+"""Split MiniImageNet as a continual stream, in two versioned variants (docs/design.md D3).
 
 Images come from `--data-dir` (else `$HARNESS_MINIIMAGENET_DIR`) in either documented layout,
 `<dir>/<wnid>/*.jpg` or the Ravi & Larochelle `<dir>/images/` folder, with the split CSVs shipped

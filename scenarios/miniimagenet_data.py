@@ -1,4 +1,5 @@
-"""MiniImageNet images on the Ravi & Larochelle split, from a user-supplied folder (DESIGN.md D3).
+"""MiniImageNet images on the Ravi & Larochelle split, from a user-supplied folder
+(docs/design.md D3).
 
 The split CSVs (`train.csv`, `val.csv`, `test.csv`: `filename,label`, 64/16/20 classes x 600
 images) ship in scenarios/data/miniimagenet/ with their sha256 (MIT, Twitter, Inc.; from

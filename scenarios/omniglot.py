@@ -1,4 +1,4 @@
-"""Omniglot, shipped with the package, and the `omniglot-stream` scenario (DESIGN.md D3).
+"""Omniglot, shipped with the package, and the `omniglot-stream` scenario (docs/design.md D3).
 
 Data (scenarios/data/omniglot/, see its README.md): all 1623 characters x 20 drawings at
 105x105, MIT-licensed (Omniglot, Brenden Lake). Every file's sha256 is checked on first use in

@@ -1,4 +1,4 @@
-"""The `video-frames` scenario: frames of real videos, in temporal order (DESIGN.md D3).
+"""The `video-frames` scenario: frames of real videos, in temporal order (docs/design.md D3).
 
 A *sequence* is one labelled run of consecutive frames: a whole video, a labelled segment of a
 video (rows of a labels CSV with `start`/`end` seconds), or one `<class>/<sequence>/` folder of

@@ -1,4 +1,4 @@
-"""Tests for harness.leaderboard: hand-built run CSVs with known values (DESIGN.md D6)."""
+"""Tests for harness.leaderboard: hand-built run CSVs with known values (docs/design.md D6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Golden, property and error tests for harness/metrics.py (DESIGN.md D5).
+"""Golden, property and error tests for harness/metrics.py (docs/design.md D5).
 
 Every expected value in the golden tables is worked out by hand in the comments.
 """
