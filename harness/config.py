@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -31,21 +32,50 @@ def eval_params(cfg: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cfg) if f.metadata.get("eval"))
 
 
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+"""The range of an integer parameter given with --set (a C int: torch, numpy and CUDA take it)."""
+SEED_MAX = 2**31 - 1
+"""The largest seed (seeds go to numpy, torch and CUDA generators alike)."""
+MAX_SEEDS = 10_000
+"""The most seeds one command runs (a typo like 0-100000000000 must not start a year of runs)."""
+
+
+def _to_int(value: Any) -> int:
+    """An int from '12', '1e3', '2.0' or a whole float; ValueError for anything else (1.5,
+    1e-5, inf, nan) instead of a silent truncation."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(value)
+    if isinstance(value, int):
+        n = value
+    else:
+        try:
+            n = int(value)
+        except ValueError:
+            f = float(value)
+            if not (math.isfinite(f) and f.is_integer()):
+                raise
+            n = int(f)
+    if not INT_MIN <= n <= INT_MAX:
+        raise ValueError(value)
+    return n
+
+
 def _coerce(value: Any, tp: Any, name: str, what: str) -> Any:
-    """Convert a --set string (or a TOML value) to the field's declared type."""
+    """Convert a --set string (or a TOML value) to the field's declared type; the message of a
+    bad value says what to write instead."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or type(tp).__name__ == "UnionType":
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             if type(None) in args:
                 return None
-        for a in args:
-            if a is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        for a in options:
             try:
                 return _coerce(value, a, name, what)
             except HarnessError:
-                continue
+                if len(options) == 1:
+                    raise  # `float | None`: the float's message says what to write
         raise HarnessError(f"{what}: bad value {value!r} for {name} (expected {tp})")
     if origin in (tuple, list):
         items = value.split(",") if isinstance(value, str) else list(value)
@@ -68,20 +98,54 @@ def _coerce(value: Any, tp: Any, name: str, what: str) -> Any:
                 return False
             raise ValueError(value)
         if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value else int(value)
+            return _to_int(value)
         if tp is float:
-            return float(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            f = float(value)
+            if not math.isfinite(f):
+                raise ValueError(value)
+            return f
         if tp is str:
             return str(value)
         if tp is Path:
             return Path(value)
-    except (TypeError, ValueError):
-        raise HarnessError(
-            f"{what}: bad value {value!r} for {name} (expected {getattr(tp, '__name__', tp)})"
-        ) from None
+    except (TypeError, ValueError, OverflowError):
+        write = {bool: "true or false", int: f"a whole number from {INT_MIN} to {INT_MAX}, e.g. "
+                 f"{name}=10", float: f"a finite number, e.g. {name}=0.01 or {name}=1e-3"}
+        expected = write.get(tp, getattr(tp, "__name__", str(tp)))
+        raise HarnessError(f"{what}: bad value {value!r} for {name}; write {expected}") from None
     return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '0,2,5' -> [0, 2, 5]; '3' -> [3]: sorted, each once, every seed in
+    [0, SEED_MAX], at most MAX_SEEDS of them (checked before a range is expanded)."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first = int(lo)
+            last = int(hi) if sep else first
+        except ValueError:
+            raise HarnessError(
+                f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,2") from None
+        if not (0 <= first <= SEED_MAX and 0 <= last <= SEED_MAX):
+            raise HarnessError(f"--seeds {text!r}: seeds must be integers from 0 to {SEED_MAX}")
+        if last < first:
+            raise HarnessError(f"--seeds {text!r}: a range runs low to high, e.g. {last}-{first}")
+        if len(seeds) + (last - first + 1) > MAX_SEEDS:
+            raise HarnessError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds per command; "
+                               "split the seeds over several commands")
+        seeds.update(range(first, last + 1))
+    return sorted(seeds)
+
+
+def check_seed(seed: int) -> int:
+    """`seed`, unless it lies outside [0, SEED_MAX] (HarnessError)."""
+    if not 0 <= seed <= SEED_MAX:
+        raise HarnessError(f"--seed must be an integer from 0 to {SEED_MAX}, got {seed}")
+    return seed
 
 
 def apply_overrides(cls: type, values: dict[str, Any], what: str) -> Any:

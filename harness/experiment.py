@@ -543,17 +543,17 @@ def execute(run: RunConfig, progress: Progress | None = None,
     except HarnessError as e:
         if not isinstance(e, DataError | LearnerError):
             raise  # bad input: nothing is written
-        status, error = "failed", str(e)
+        status, error, trace = "failed", str(e), traceback.format_exc()
     except DivergedError as e:
-        status, error = "diverged", str(e)
+        status, error, trace = "diverged", str(e), traceback.format_exc()
     except RunTimeout as e:
-        status, error = "timed_out", str(e)
+        status, error, trace = "timed_out", str(e), traceback.format_exc()
     except (Exception, SystemExit) as e:  # the learner's code may raise anything
         what = (f"SystemExit({e.code!r}) raised by the learner's code"
                 if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
-        status, error = "failed", what
+        # format_exc() only inside the handler: after it, the exception is gone.
+        status, error, trace = "failed", what, traceback.format_exc()
     if status in ("failed", "diverged", "timed_out"):
-        trace = traceback.format_exc()
         values = {status: (1.0, 1)}
         arrays = {}
     wall = time.perf_counter() - t_start
@@ -572,23 +572,10 @@ def execute(run: RunConfig, progress: Progress | None = None,
 
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '0,2,5' -> [0, 2, 5]; '3' -> [3]."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                if int(hi) < int(lo):
-                    raise ValueError
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise HarnessError(f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,2") from None
-    if not seeds or min(seeds) < 0:
-        raise HarnessError(f"--seeds {text!r}: seeds must be non-negative integers")
-    return sorted(set(seeds))
+    """'0-4' -> [0..4]; '0,2,5' -> [0, 2, 5]; '3' -> [3] (bounded: `harness.config.parse_seeds`)."""
+    from harness import config
+
+    return config.parse_seeds(text)
 
 
 def scenario_variants(scenario_id: str, overrides: dict[str, str]) -> list[dict[str, str]]:

@@ -10,8 +10,12 @@ and a class attribute `PRESETS: dict[str, dict]` (learners) mapping preset names
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
+import inspect
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +44,16 @@ class Entry:
         try:
             return getattr(importlib.import_module(module), name)
         except ImportError as e:
+            extra = EXTRAS.get((e.name or "").split(".")[0])
+            hint = (f"pip install -e '.[{extra}]'" if extra
+                    else "install the matching extra, e.g. pip install -e '.[video,avalanche]'")
             raise HarnessError(
-                f"'{self.id}' needs a package that is not installed ({e.name}); "
-                f"install the matching extra, e.g. pip install -e '.[video,avalanche]'"
+                f"'{self.id}' needs a package that is not installed ({e.name}); {hint}"
             ) from e
+
+
+EXTRAS = {"av": "video", "avalanche": "avalanche", "ray": "ray", "matplotlib": "plots"}
+"""The pyproject extra that installs each optional top-level package."""
 
 
 SCENARIOS: dict[str, Entry] = {}
@@ -71,11 +81,54 @@ def get_scenario(name: str) -> Entry:
     return _lookup(SCENARIOS, "scenario", name)
 
 
+USER_LEARNER = ("module:Class must name a learner class (with predict() and observe(), see "
+                "harness.protocol) or a learner config dataclass (with build())")
+
+
+def _is_config(cls: type) -> bool:
+    return dataclasses.is_dataclass(cls) and callable(getattr(cls, "build", None))
+
+
+def user_learner_class(target: str) -> type:
+    """The class a `module:Class` learner names, checked before anything calls it: a learner
+    class (called as `Class(spec)`) or a learner config dataclass (`build(ctx)`). Importing the
+    module runs its code, as `python -m` would."""
+    module, _, name = target.partition(":")
+    if not (name.isidentifier() and all(p.isidentifier() for p in module.split("."))):
+        raise HarnessError(f"learner {target!r}: write a learner id or module:Class, e.g. "
+                           "my_learners.toy:Linear (see `harness list learners`)")
+    if os.getcwd() not in sys.path:  # like `python -m`: a module in the current folder imports
+        sys.path.append(os.getcwd())
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (Exception, SystemExit) as e:  # the module's code may raise anything
+        why = (f"{type(e).__name__}: {e}" if not isinstance(e, SystemExit)
+               else f"its code called sys.exit({e.code!r})")
+        raise HarnessError(f"cannot import {target!r} ({why}); is the module on PYTHONPATH and "
+                           "the class name right?") from None
+    if not inspect.isclass(obj):
+        raise HarnessError(f"learner {target!r} is a {type(obj).__name__}, not a class; "
+                           f"{USER_LEARNER}")
+    is_learner = all(callable(getattr(obj, m, None)) for m in ("predict", "observe"))
+    if not (_is_config(obj) or is_learner):
+        raise HarnessError(f"learner {target!r} is a class without predict() and observe() or "
+                           f"build(); {USER_LEARNER}")
+    return obj
+
+
 def get_learner(name: str) -> Entry:
-    """The entry for `name`; `module:Class` names a user's own learner (see harness.check)."""
+    """The entry for `name`; `module:Class` names a user's own learner class (see
+    harness.check) or learner config, imported and checked here, before any use."""
     if ":" in name and name not in LEARNERS and not name.startswith("avalanche:"):
-        return Entry(id=name, config="harness.check:UserLearnerConfig", summary="user learner",
-                     tasks=("classification", "regression"), defaults=(("target", name),))
+        cls = user_learner_class(name)
+        if not _is_config(cls):
+            return Entry(id=name, config="harness.check:UserLearnerConfig",
+                         summary="user learner", tasks=("classification", "regression"),
+                         defaults=(("target", name),))
+        # A config class: the tasks of a registered entry of it, else both.
+        tasks = next((e.tasks for e in LEARNERS.values() if e.config == name),
+                     ("classification", "regression"))
+        return Entry(id=name, config=name, summary="user learner config", tasks=tasks)
     if name.startswith("avalanche:"):
         return Entry(id=name, config="baselines.avalanche_adapter:AvalancheConfig",
                      summary="Avalanche strategy through the adapter",

@@ -57,8 +57,6 @@ def test_run_compare_and_leaderboard(tmp_path: Path) -> None:
           "n_classes=-3"], "n_classes"),
         (["run", "--scenario", "synthetic-stream", "--learner", "finetune", "--seed", "-1"],
          "seed"),
-        (["run", "--scenario", "synthetic-stream", "--learner", "my_learners.toy:WrongShape"],
-         "returned shape"),
         (["run", "--scenario", "synthetic-stream", "--learner", "no_such_module:X"],
          "cannot import"),
         (["compare", "--scenario", "synthetic-stream", "--learners", "finetune",
@@ -75,6 +73,17 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: list[str], needle
     assert needle in res.output
     assert "Traceback" not in res.output
     assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_learner_breaking_the_protocol_is_a_failed_run_exit_1(tmp_path: Path) -> None:
+    res = _invoke("run", "--scenario", "synthetic-stream", "--learner",
+                  "my_learners.toy:WrongShape", "--out", str(tmp_path), "--quiet", *TINY)
+    assert res.exit_code == 1 and "returned shape" in res.output
+    assert "Traceback" not in res.output
+    import json
+
+    [run_json] = (tmp_path / "synthetic-stream").glob("*WrongShape*.json")
+    assert json.loads(run_json.read_text())["status"] == "failed"
 
 
 def test_diverged_run_exits_1(tmp_path: Path) -> None:
