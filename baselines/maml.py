@@ -13,7 +13,7 @@ per-layer per-step inner learning rates, cosine annealing of the meta learning r
 
 Hyper-parameters left at None take the published value for the scenario kind (sinusoid,
 Omniglot N-way, MiniImageNet) under the chosen preset (`recipe`): 'paper' is the published
-recipe, 'quick' the CPU recipe (fewer meta-steps; see docs/maml.md for what reaches what).
+recipe, 'quick' the CPU recipe (fewer meta-steps; docs/maml.md gives the measured rows).
 
 Batch norm has no running statistics (baselines/fewshot_nets.py). `bn='transductive'` (the
 papers' MAML code) normalises the query batch with its own statistics; `bn='support'` (the
@@ -61,9 +61,8 @@ Kind = Literal["sinusoid", "vector", "omniglot", "omniglot20", "miniimagenet"]
 # Published recipes (Finn et al. 2017, Sec. 5 and App. A; Antoniou et al. 2019, Sec. 5).
 # 'quick' overrides on top of 'paper'. train_queries: queries per class (points for sinusoid).
 # Sinusoid inner_lr: the paper's text says 0.01, but the authors' code runs the sinusoid with
-# its default update_lr of 0.001 (the command in its usage notes sets none); 0.001 reproduces
-# the published 5-shot curve, and 0.01 diverges on 1-2 of 600 five-shot test functions in 2 of
-# 3 seeds (docs/maml.md has both).
+# its default update_lr of 0.001 (the command in its usage notes sets none), so 0.001 it is.
+# It does not reproduce the published curve's shape (docs/maml.md, "Sinusoid regression").
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "sinusoid": dict(backbone="mlp-maml", inner_lr=0.001, inner_steps=1, test_steps=10,

@@ -1,5 +1,5 @@
 """The `avalanche:<Strategy>` adapter in the harness loop vs the same strategy run natively by
-Avalanche on the same stream (DESIGN.md D8 style: one ratio, measured in this one run).
+Avalanche on the same stream (docs/design.md D8 style: one ratio, measured in this one run).
 
     python benchmarks/bench_avalanche_adapter.py [--strategy Naive] [--classes 20] [--repeats 3]
 
@@ -15,7 +15,7 @@ initial weights) with the same strategy on the `omniglot-stream` batches, one Av
 The accuracy matrices are compared; the printed ratio is adapter time / native time (best of
 `--repeats` alternating runs). A third timing, the adapter without the prequential predict,
 separates the adapter's own cost from the extra forward pass the protocol asks for. Needs the
-`avalanche` extra.
+`avalanche` extra. Writes benchmarks/results/bench_avalanche_adapter.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 import torch
+from record import Printer, write
 
 from baselines.avalanche_adapter import AvalancheConfig, make_strategy
 from harness.avalanche_export import accuracy_matrix, online_stream, to_avalanche
@@ -105,14 +106,21 @@ def main() -> None:
             cfg.build(BuildContext(spec=scenario.spec, seed=0)), scenario))
         same &= bool(np.allclose(R_a, R_n, atol=1e-6))
     a, b = min(times["adapter"]), min(times["native"])
-    print(f"avalanche:{args.strategy} on omniglot-stream ({args.classes} classes, {n} samples, "
+    say = Printer()
+    say(f"avalanche:{args.strategy} on omniglot-stream ({args.classes} classes, {n} samples, "
           f"batch 1, {len(scenario.experiences)} experiences), {args.threads} thread(s)")
-    print(f"  adapter (harness loop, predict-then-observe): {a:7.2f} s  {n / a:7.1f} samples/s")
-    print(f"  native Avalanche (online mini-experiences):   {b:7.2f} s  {n / b:7.1f} samples/s")
+    say(f"  adapter (harness loop, predict-then-observe): {a:7.2f} s  {n / a:7.1f} samples/s")
+    say(f"  native Avalanche (online mini-experiences):   {b:7.2f} s  {n / b:7.1f} samples/s")
     c = min(times["observe"])
-    print(f"  adapter without the prequential predict:      {c:7.2f} s  ({c / b:.2f}x native)")
-    print(f"  accuracy matrices identical: {same}")
-    print(f"ratio adapter/native time: {a / b:.2f}x")
+    say(f"  adapter without the prequential predict:      {c:7.2f} s  ({c / b:.2f}x native)")
+    say(f"  accuracy matrices identical: {same}")
+    say(f"ratio adapter/native time: {a / b:.2f}x")
+    write("bench_avalanche_adapter", ap, args,
+          {"samples": n, "experiences": len(scenario.experiences), "times_s": times,
+           "adapter_best_s": a, "native_best_s": b, "observe_only_best_s": c,
+           "identical_R": bool(same), "ratio_adapter_native": a / b},
+          say.lines, ("adapter time / native Avalanche time (best of repeats)", a / b,
+                      "none; the adapter also predicts every sample before learning it"))
 
 
 if __name__ == "__main__":

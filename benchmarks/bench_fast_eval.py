@@ -1,4 +1,4 @@
-"""Fast head-only meta-test vs the plain per-sample loop (DESIGN.md D8; target >= 10x at 600
+"""Fast head-only meta-test vs the plain per-sample loop (docs/design.md D8; target >= 10x at 600
 classes, identical accuracies).
 
     python benchmarks/bench_fast_eval.py [--classes 600] [--reference-lrs 1] [--threads 1]
@@ -13,7 +13,8 @@ the weights do not change the timing) through the same learning-rate sweep (the 
   - fast: `lr_sweep`: features computed once per image, the head-only trajectory for all 11
     rates at once with torch.func.vmap (`harness.fast_eval.head_sgd_sweep`).
 The accuracies (R, R_train, prequential hits) of every reference rate are compared with the fast
-ones; the ratio is printed, measured in this one run.
+ones; the ratio, measured in this one run, is printed and written to
+benchmarks/results/bench_fast_eval.{json,md}.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from record import Printer, write
 
 from baselines.anml import ANMLConfig
 from harness.config import BuildContext
@@ -53,6 +55,8 @@ def main() -> None:
     fast = make(grid[0]).lr_sweep(exps, spec, grid)
     t_fast = time.perf_counter() - t0
 
+    say = Printer()
+    per_rate = []
     picks = np.linspace(0, len(grid) - 1, args.reference_lrs + 2)[1:-1].round().astype(int)
     ref_times, identical = [], True
     for k in picks:
@@ -66,16 +70,25 @@ def main() -> None:
         identical &= same
         acc_ref = float(np.average(ref.R[-1], weights=ref.test_sizes))
         acc_fast = float(np.average(fast[k].R[-1], weights=fast[k].test_sizes))
-        print(f"lr={grid[k]:g}: meta_test_test_acc reference {acc_ref:.4f}, fast {acc_fast:.4f}, "
-              f"identical R/R_train/prequential: {same}")
+        per_rate.append({"lr": grid[k], "seconds": ref_times[-1], "acc_reference": acc_ref,
+                         "acc_fast": acc_fast, "identical": same})
+        say(f"lr={grid[k]:g}: meta_test_test_acc reference {acc_ref:.4f}, fast {acc_fast:.4f}, "
+            f"identical R/R_train/prequential: {same}")
     t_ref = float(np.mean(ref_times)) * len(grid)
     n_samples = sum(e.n_train for e in exps)
-    print(f"omniglot-stream, {args.classes} classes ({n_samples} stream images), "
+    say(f"omniglot-stream, {args.classes} classes ({n_samples} stream images), "
           f"{len(grid)}-rate sweep, torch threads {torch.get_num_threads()}")
-    print(f"reference per-sample loop: {np.mean(ref_times):.1f} s per rate -> {t_ref:.1f} s for "
+    say(f"reference per-sample loop: {np.mean(ref_times):.1f} s per rate -> {t_ref:.1f} s for "
           f"the sweep")
-    print(f"fast (cached features + vmap over rates): {t_fast:.1f} s for the sweep")
-    print(f"speed-up: {t_ref / t_fast:.1f}x  (identical accuracies: {identical})")
+    say(f"fast (cached features + vmap over rates): {t_fast:.1f} s for the sweep")
+    say(f"speed-up: {t_ref / t_fast:.1f}x  (identical accuracies: {identical})")
+    write("bench_fast_eval", ap, args,
+          {"classes": args.classes, "stream_images": n_samples, "grid_size": len(grid),
+           "reference_s_per_rate": float(np.mean(ref_times)), "reference_sweep_s": t_ref,
+           "fast_sweep_s": t_fast, "speedup": t_ref / t_fast, "identical": bool(identical),
+           "reference_rates": per_rate},
+          say.lines, ("speed-up of the fast sweep over the per-sample loop", t_ref / t_fast,
+                      ">= 10x at 600 classes, identical accuracies"))
 
 
 if __name__ == "__main__":

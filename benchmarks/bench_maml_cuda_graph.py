@@ -14,7 +14,8 @@ six meta-steps with deterministic cuDNN kernels in fp32, on every weight except 
 biases that batch norm cancels: their true gradient is zero, so Adam turns rounding noise into
 full-size steps, and two runs that round differently (another cuDNN algorithm under capture)
 differ there without computing a different function. Prints steps/s per mode, the ratio, and
-the full paper run's projected time.
+the full paper run's projected time, and writes them to
+benchmarks/results/bench_maml_cuda_graph-cuda.{json,md}.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import time
 
 import torch
+from record import Printer, write
 
 from baselines.maml import MAMLConfig, bn_cancelled
 from harness.config import BuildContext
@@ -61,7 +63,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     scenario = OmniglotFewShotConfig(ways=args.ways, shots=1).build(seed=0)
     recipe = MAMLConfig(recipe="paper").resolved(scenario.spec)
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, tf32 {args.tf32}; "
+    say = Printer()
+    say(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, tf32 {args.tf32}; "
           f"Omniglot {args.ways}-way 1-shot, paper recipe: meta-batch {recipe.meta_batch}, "
           f"{recipe.inner_steps} inner steps, {recipe.meta_steps} meta-steps")
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -70,7 +73,7 @@ def main() -> None:
     cancelled = [k for k in gaps if bn_cancelled(k)]
     worst = max((k for k in gaps if k not in cancelled), key=gaps.__getitem__)
     diff = gaps[worst]
-    print(f"weights after 6 meta-steps (deterministic kernels): max |graph - eager| = {diff:.2e}"
+    say(f"weights after 6 meta-steps (deterministic kernels): max |graph - eager| = {diff:.2e}"
           f" in {worst} ({max(gaps[k] for k in cancelled):.2e} on the conv biases batch norm "
           "cancels)")
     torch.backends.cudnn.deterministic = False
@@ -79,10 +82,20 @@ def main() -> None:
         rate, warm, _ = meta_train(scenario, args.steps, graphed)
         results[graphed] = rate
         name = "cuda graph" if graphed else "eager"
-        print(f"{name:>10}: {rate:6.1f} meta-steps/s (first 20 steps incl. warm-up {warm:.1f} s)"
-              f" -> {recipe.meta_steps} steps in {recipe.meta_steps / rate / 60:.0f} min")
-    print(f"speed-up of the CUDA graph: {results[True] / results[False]:.2f}x")
-    if diff > 1e-4 and not args.tf32:
+        say(f"{name:>10}: {rate:6.1f} meta-steps/s (first 20 steps incl. warm-up {warm:.1f} s)"
+            f" -> {recipe.meta_steps} steps in {recipe.meta_steps / rate / 60:.0f} min")
+    speedup = results[True] / results[False]
+    say(f"speed-up of the CUDA graph: {speedup:.2f}x")
+    same = diff <= 1e-4 or args.tf32
+    write("bench_maml_cuda_graph", ap, args,
+          {"ways": args.ways, "meta_batch": recipe.meta_batch, "inner_steps": recipe.inner_steps,
+           "paper_meta_steps": recipe.meta_steps, "eager_steps_per_s": results[False],
+           "graph_steps_per_s": results[True], "speedup": speedup,
+           "max_weight_diff_6_steps": diff, "worst_weight": worst, "same_weights": same},
+          say.lines, ("CUDA-graph meta-steps/s / eager meta-steps/s", speedup,
+                      "none; the weights must match the eager run's"),
+          device="cuda", note="" if same else "MISMATCH: the graphed weights differ")
+    if not same:
         raise SystemExit("MISMATCH: the graphed run's weights differ from the eager run's")
 
 

@@ -1,9 +1,11 @@
 """Harness overhead: the runner's predict-then-observe loop vs a bare PyTorch loop doing the same
-work (same model, same stream, same evaluations at experience ends). Target <= 1.10x (D8).
+work (same model, same stream, same evaluations at experience ends). Target <= 1.10x
+(docs/design.md D8).
 
     python benchmarks/bench_runner_overhead.py [--classes 20] [--repeats 5]
 
-Prints the median ratio over interleaved repeats, measured in one process.
+Prints the median ratio over interleaved repeats, measured in one process on one torch thread,
+and writes it to benchmarks/results/bench_runner_overhead.{json,md}.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import statistics
 import time
 
 import torch
+from record import Printer, write
 from torch import nn
 
 from harness.experiment import build_scenario
@@ -85,11 +88,18 @@ def main() -> None:
         harness_t.append(time.perf_counter() - t0)
     ratio = statistics.median(h / b for h, b in zip(harness_t, bare, strict=True))
     n = sum(e.n_train for e in exps)
-    print(f"stream: omniglot-stream, {args.classes} classes, {n} samples, batch 1, "
+    say = Printer()
+    say(f"stream: omniglot-stream, {args.classes} classes, {n} samples, batch 1, "
           f"{len(exps)} experiences")
-    print(f"bare loop   median {statistics.median(bare):.3f} s")
-    print(f"runner loop median {statistics.median(harness_t):.3f} s")
-    print(f"runner overhead ratio (runner / bare): {ratio:.3f}x  (target <= 1.10x)")
+    say(f"bare loop   median {statistics.median(bare):.3f} s")
+    say(f"runner loop median {statistics.median(harness_t):.3f} s")
+    say(f"runner overhead ratio (runner / bare): {ratio:.3f}x  (target <= 1.10x)")
+    write("bench_runner_overhead", ap, args,
+          {"classes": args.classes, "samples": n, "experiences": len(exps),
+           "bare_s": bare, "runner_s": harness_t, "bare_median_s": statistics.median(bare),
+           "runner_median_s": statistics.median(harness_t), "ratio_median": ratio},
+          say.lines, ("runner time / bare loop time (median of interleaved repeats)", ratio,
+                      "<= 1.10x"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ of the shipped clips) vs a warm one (checksummed arrays), one ratio measured in 
 Each repetition uses a fresh temporary cache folder: the cold build decodes, resizes and
 writes the cache; the warm build (same process, per-file hashes memoized as in any run) reads
 it back and verifies its checksum. The two streams must have the same hash. Needs the `video`
-extra.
+extra. Writes benchmarks/results/bench_video_cache.{json,md}.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 import os
 import tempfile
 import time
+
+from record import Printer, write
 
 from scenarios.video import VideoFramesConfig
 
@@ -39,10 +41,16 @@ def main() -> None:
             assert a.stream_hash == b.stream_hash, "cached frames differ from decoded ones"
     c, w = min(cold), min(warm)
     n = sum(e.n_train + e.n_test for e in a.experiences + a.val_experiences)
-    print(f"video-frames build, shipped clips (4 videos, {n} frames used), {args.image_size}px")
-    print(f"  cold cache (decode + resize + write): {c:6.2f} s")
-    print(f"  warm cache (read + checksum):         {w:6.2f} s")
-    print(f"ratio cold/warm: {c / w:.1f}x")
+    say = Printer()
+    say(f"video-frames build, shipped clips (4 videos, {n} frames used), {args.image_size}px")
+    say(f"  cold cache (decode + resize + write): {c:6.2f} s")
+    say(f"  warm cache (read + checksum):         {w:6.2f} s")
+    say(f"ratio cold/warm: {c / w:.1f}x")
+    write("bench_video_cache", ap, args,
+          {"frames": n, "cold_s": cold, "warm_s": warm, "cold_best_s": c, "warm_best_s": w,
+           "ratio_cold_warm": c / w},
+          say.lines, ("cold-cache build time / warm-cache build time (best of repeats)", c / w,
+                      "none"))
 
 
 if __name__ == "__main__":

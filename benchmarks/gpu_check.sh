@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# The GPU checks of the MAML family in one short run, by the device tool with the machine's
-# own python3/torch; results under $OUT. Sections (all by default, or name them):
+# The GPU checks of the MAML family in one short run, on a machine with a CUDA GPU, from the
+# repository root, with that machine's python3 and torch. Results go to $OUT (default
+# /tmp/gpu-check); the benchmarks also write their output files to benchmarks/results/
+# (`*-cuda.json` / `.md`), which are copied to $OUT. Sections (all but resume by default, or
+# name them):
 #   tests   the GPU test tier (learners on CUDA give the CPU's outputs; CUDA-graph meta-training
 #           gives the eager weights, also after a resume);
-#   vmap    bench_maml_vmap.py on CUDA: per-task loop vs vmap, peak memory vs inner steps;
+#   vmap    bench_maml_vmap.py on CUDA: per-task loop vs vmap, peak memory vs inner steps (fp32,
+#           then the timing again with TF32 convolutions);
 #   graph   bench_maml_cuda_graph.py: eager vs CUDA-graph meta-steps/s on the paper recipe;
 #   paper   the `paper` presets of MAML and MAML++ on Omniglot 20-way 1-shot, each cut by a
-#           meta-training time limit (rows record meta_steps_done), to measure the step rate;
+#           meta-training time limit (partial rows with meta_steps_done), to measure the step rate;
 #   resume  continue the full `paper` Omniglot 20-way 1-shot run of PAPER_LEARNER (default
 #           maml; maml++ is the other) for PAPER_SECONDS (default 240) with CUDA graphs (eager
-#           if the graph benchmark failed), from the checkpoint cache in .gpu-cache/ (carry it:
-#           the run keeps a partial checkpoint there and resumes it next time); the cache comes
-#           back as $OUT/gpu-cache.tar, the row under $OUT/res.
+#           if the graph benchmark failed in this run), from the checkpoint cache GPU_CACHE
+#           (default .gpu-cache/, which git ignores): keep that folder between runs, the run
+#           leaves a partial checkpoint there and the next one resumes it. A tar of the cache is
+#           written to $OUT/gpu-cache.tar, the rows to $OUT/res.
 #   e.g.  bash benchmarks/gpu_check.sh tests graph resume
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HARNESS_CACHE_DIR=/tmp/harness-cache
 OUT=${OUT:-/tmp/gpu-check}
+GPU_CACHE=${GPU_CACHE:-.gpu-cache}
 SECTIONS=${*:-tests vmap graph paper}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -44,17 +50,18 @@ for section in $SECTIONS; do
           --device cuda --set ways=20,shots=1,time_limit_s=90 --out "$OUT/res" --quiet ;;
     resume)
       secs=${PAPER_SECONDS:-240}
-      mkdir -p .gpu-cache
-      ls -l .gpu-cache/checkpoints 2>/dev/null
-      HARNESS_CACHE_DIR=$PWD/.gpu-cache timeout $((secs + 150)) "${HARNESS[@]}" run \
+      mkdir -p "$GPU_CACHE"
+      ls -l "$GPU_CACHE/checkpoints" 2>/dev/null
+      HARNESS_CACHE_DIR=$(cd "$GPU_CACHE" && pwd) timeout $((secs + 150)) "${HARNESS[@]}" run \
           --scenario omniglot-fewshot --learner "${PAPER_LEARNER:-maml}" --preset paper \
           --device cuda --set ways=20,shots=1,cuda_graph=$GRAPH,time_limit_s=$secs \
           --out "$OUT/res" --quiet
-      ls -l .gpu-cache/checkpoints
-      tar -C .gpu-cache -cf "$OUT/gpu-cache.tar" . ;;
+      ls -l "$GPU_CACHE/checkpoints"
+      tar -C "$GPU_CACHE" -cf "$OUT/gpu-cache.tar" . ;;
     *) echo "unknown section $section (tests vmap graph paper resume)"; exit 2 ;;
   esac
 done
-# The device tool returns no file whose name holds a '+' (MAML++ rows): pack the rows.
+cp benchmarks/results/*-cuda.json benchmarks/results/*-cuda.md "$OUT"/ 2>/dev/null
+# The rows in one file, to copy them off the machine in one piece.
 [ -d "$OUT/res" ] && tar -C "$OUT" -cf "$OUT/rows.tar" res
 ls -R "$OUT" | head -40

@@ -1,4 +1,4 @@
-"""The `harness` command line (DESIGN.md D10): parse, call one library function, render.
+"""The `harness` command line (docs/design.md D10): parse, call one library function, render.
 
 This is the only module that prints. Exit codes: 0 success, 2 bad input (one line on stderr,
 also for a usage error such as an unknown option), 1 a failed or diverged run. `--debug` (or

@@ -1,12 +1,14 @@
 """Score the pieces of a `maml++` ensemble checkpoint separately (docs/maml.md).
 
     python docs/scripts/maml_ensemble_members.py CHECKPOINT.safetensors [--ways 5 --shots 1]
+        [--out FILE]
 
 CHECKPOINT is the harness checkpoint of an Omniglot few-shot `maml++` run with `ensemble_top`
 > 0 (its path is in the run's JSON, `meta_train.checkpoint`). Prints one JSON line with the
 accuracy (mean and 1.96 sd / sqrt(n), in %) on the seed-0 test episodes of the ensemble, of each
 member alone (keyed by its meta-step, with its validation score), and of the final
-meta-weights, which the checkpoint also holds. A diagnostic: nothing is written to results/.
+meta-weights, which the checkpoint also holds; `--out FILE` also saves it with its provenance
+(docs/scripts/output.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 
 import torch
+from output import write
 from safetensors.torch import load_file
 
 from baselines.maml import MAMLPlusPlusConfig
@@ -28,6 +31,7 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--ways", default="5")
     ap.add_argument("--shots", default="1")
+    ap.add_argument("--out", help="also save the printed line, with provenance, to this file")
     a = ap.parse_args()
     scenario = build_scenario("omniglot-fewshot", 0, None, {"ways": a.ways, "shots": a.shots})
     state = load_file(a.checkpoint)
@@ -56,6 +60,7 @@ def main() -> None:
         out["members"][int(state["ens_step"][i])] = {
             "val": round(float(state["ens_score"][i]), 4), "test": score(single)}
     print(json.dumps(out))
+    write(a.out, [out])
 
 
 if __name__ == "__main__":

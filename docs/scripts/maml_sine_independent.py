@@ -1,6 +1,7 @@
 """MAML on the sinusoid, written from scratch without any harness code (docs/maml.md).
 
     python docs/scripts/maml_sine_independent.py SEED [--steps 70000] [--save W.safetensors]
+        [--out docs/scripts/results/maml_sine_independent-seedSEED.json]
 
 A cross-check of `harness run --scenario sinusoid-fewshot --learner maml`: the same recipe as
 the authors' code (cbfinn/maml: 1-40-40-1 ReLU net, weights from a normal with std 0.01
@@ -14,7 +15,7 @@ Prints one JSON line with the query MSE after 1, 5 and 10 SGD steps at K = 5 and
 `docs/scripts/maml_sine_trajectory.py SEED --load W` scores them on the harness's function set.
 `--check-gradient` instead compares one meta-gradient with the harness's (`MAMLLearner`, the
 quick sinusoid recipe) on the same batch and weights, and exits 1 if they differ.
-A diagnostic: nothing is written to results/.
+`--out FILE` also saves what it prints, with its provenance (docs/scripts/output.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from output import write
 
 NAMES = ["fc0/weight", "fc0/bias", "fc1/weight", "fc1/bias", "head/weight", "head/bias"]
 
@@ -69,7 +71,7 @@ def as_tensors(*arrays: np.ndarray) -> list[torch.Tensor]:
     return [torch.tensor(a, dtype=torch.float32) for a in arrays]
 
 
-def check_gradient() -> None:
+def check_gradient(out: str | None) -> None:
     """The harness's second-order meta-gradient against this file's, on one batch of 25 tasks
     with random weights of std 0.5 (large enough that every term matters)."""
     from baselines.maml import MAMLConfig
@@ -90,14 +92,17 @@ def check_gradient() -> None:
     expanded = [p.expand(25, *p.shape) for p in params]
     fast = sgd_step(expanded, xs, ys, learner.cfg.inner_lr, create_graph=True)
     (task_mse_sum(forward(fast, xq), yq) / 25).backward()
-    worst = 0.0
+    worst, rows = 0.0, []
     for n, p in zip(NAMES, params, strict=True):
         theirs = meta[n.replace("/", ".")].grad
         ours = p.grad.t() if p.grad.ndim == 2 else p.grad
         rel = float((theirs - ours).abs().max() / theirs.abs().max().clamp_min(1e-12))
         print(f"{n:12s} largest entry {float(theirs.abs().max()):9.4f}  relative difference "
               f"{rel:.1e}")
+        rows.append({"tensor": n, "largest_entry": float(theirs.abs().max()),
+                     "relative_difference": rel})
         worst = max(worst, rel)
+    write(out, [*rows, {"worst": worst, "equal": worst < 1e-5}])
     raise SystemExit(0 if worst < 1e-5 else 1)
 
 
@@ -109,9 +114,10 @@ def main() -> None:
     ap.add_argument("--save", help="write the meta-weights here (harness parameter names)")
     ap.add_argument("--check-gradient", action="store_true",
                     help="compare one meta-gradient with the harness's, then exit")
+    ap.add_argument("--out", help="also save what is printed, with provenance, to this file")
     a = ap.parse_args()
     if a.check_gradient:
-        check_gradient()
+        check_gradient(a.out)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     rng = np.random.RandomState(a.seed)
@@ -145,8 +151,10 @@ def main() -> None:
                 with torch.no_grad():
                     mse = float(((forward(p, xq_t) - yq_t) ** 2).mean())
                 result[f"K{shots}_S{step}"] = round(mse, 4)
-    print(json.dumps({"seed": a.seed, "steps": a.steps, "inner_lr": a.inner_lr, **result,
-                      "train_s": round(seconds, 1)}))
+    record = {"seed": a.seed, "steps": a.steps, "inner_lr": a.inner_lr, **result,
+              "train_s": round(seconds, 1)}
+    print(json.dumps(record))
+    write(a.out, [record])
     if a.save:
         from safetensors.torch import save_file
 

@@ -1,7 +1,7 @@
 """MAML sinusoid: test MSE of one seed's meta-weights along meta-training (docs/maml.md).
 
     python docs/scripts/maml_sine_trajectory.py SEED [--steps 70000] [--every 10000]
-        [--save W.safetensors]
+        [--save W.safetensors] [--out docs/scripts/results/maml_sine_trajectory-seedSEED.json]
     python docs/scripts/maml_sine_trajectory.py SEED --load W.safetensors [--test-lr 0.0005]
 
 Meta-trains exactly as `harness run --scenario sinusoid-fewshot --learner maml --seed SEED`
@@ -9,8 +9,9 @@ does (quick recipe, same initialisation and task draws), but every `--every` met
 scores the current meta-weights on one fixed set of 600 test functions that does not depend
 on SEED (so seeds are compared on the same functions) and on 200 validation functions: MSE
 on 100 points per function after S = 0, 1, 2, 5, 9, 10 SGD steps from K = 5 and 10 points.
-Prints one JSON line per evaluation. `--load` scores saved meta-weights instead of training,
-at the recipe's inner lr or at `--test-lr`. A diagnostic: nothing is written to results/.
+Prints one JSON line per evaluation; `--out FILE` also saves them with their provenance
+(docs/scripts/output.py). `--load` scores saved meta-weights instead of training, at the
+recipe's inner lr or at `--test-lr`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from output import write
 from torch.func import vmap
 
 from baselines.maml import MAMLConfig
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--save", help="write the final meta-weights here (safetensors)")
     ap.add_argument("--load", help="score these meta-weights (from --save); no training")
     ap.add_argument("--test-lr", type=float, help="inner lr when scoring (default: recipe's)")
+    ap.add_argument("--out", help="also save the printed lines, with provenance, to this file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg = MAMLConfig(recipe="quick").resolved(SPEC)
@@ -75,13 +78,16 @@ def main() -> None:
         learner.load_state_dict(load_file(a.load))
         if a.test_lr:
             learner.cfg = dataclasses.replace(learner.cfg, inner_lr=a.test_lr)
-        print(json.dumps({"seed": a.seed, "weights": a.load, "inner_lr": learner.cfg.inner_lr,
-                          "test": score(learner, test), "val": score(learner, val)}))
+        record = {"seed": a.seed, "inner_lr": learner.cfg.inner_lr,
+                  "test": score(learner, test), "val": score(learner, val)}
+        print(json.dumps(record))
+        write(a.out, [record])
         return
     # The same generator, optimiser and loss as MAMLLearner.meta_train.
     g = torch.Generator().manual_seed(a.seed + 7919)
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.meta_lr)
     t0 = time.perf_counter()
+    records = []
     for step in range(a.steps):
         xs, ys, xq, yq = tasks.sample_batch(cfg.meta_batch, g, queries=cfg.train_queries)
         loss, _ = learner.meta_batch_loss(xs, ys, xq, yq, True, None)
@@ -89,10 +95,11 @@ def main() -> None:
         loss.backward()
         opt.step()
         if (step + 1) % a.every == 0 or step + 1 == a.steps:
-            print(json.dumps({"seed": a.seed, "step": step + 1,
-                              "seconds": round(time.perf_counter() - t0, 1),
-                              "test": score(learner, test), "val": score(learner, val)}),
-                  flush=True)
+            records.append({"seed": a.seed, "step": step + 1,
+                            "seconds": round(time.perf_counter() - t0, 1),
+                            "test": score(learner, test), "val": score(learner, val)})
+            print(json.dumps(records[-1]), flush=True)
+    write(a.out, records)
     if a.save:
         from safetensors.torch import save_file
 
