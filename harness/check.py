@@ -56,13 +56,21 @@ class CheckResult:
     detail: str = ""
 
 
+def _failure(e: BaseException) -> str:
+    """One line saying why a check failed."""
+    if isinstance(e, SystemExit):  # sys.exit() in a learner must not end `harness check` with 0
+        return f"the learner called sys.exit({e.code!r})"
+    if isinstance(e, LearnerError | DivergedError | HarnessError | AssertionError):
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    # a user's learner may raise anything; report it as a failed check
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
 def _run_check(name: str, fn: Callable[[], str | None]) -> CheckResult:
     try:
         return CheckResult(name, True, fn() or "")
-    except (LearnerError, DivergedError, HarnessError, AssertionError) as e:
-        return CheckResult(name, False, str(e).splitlines()[0] if str(e) else type(e).__name__)
-    except Exception as e:  # a user's learner may raise anything; report it as a failed check
-        return CheckResult(name, False, f"{type(e).__name__}: {e}".splitlines()[0])
+    except (Exception, SystemExit) as e:
+        return CheckResult(name, False, _failure(e))
 
 
 def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
@@ -131,8 +139,9 @@ def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
             for m in (learner, other):
                 if isinstance(m, torch.nn.Module):
                     m.train(False)
-            with torch.no_grad():
-                assert torch.allclose(learner.predict(x4), other.predict(x4), atol=1e-6), \
+            with torch.no_grad():  # copies: x4 is a view of the scenario's stream
+                assert torch.allclose(learner.predict(x4.clone()), other.predict(x4.clone()),
+                                      atol=1e-6), \
                     "load_state_dict(state_dict()) does not restore predictions"
         return f"{len(sd)} tensors"
 
@@ -159,7 +168,12 @@ def check_learner(target: str, scenario_id: str = "synthetic-stream") -> list[Ch
         raise HarnessError(f"{target} does not support {scenario.spec.task} scenarios; "
                            f"pass --scenario with a {' or '.join(entry.tasks)} scenario")
     cfg = make_config(entry, "quick", {})
-    cfg.build(BuildContext(spec=scenario.spec, seed=0))  # import errors are bad input (exit 2)
+    try:
+        cfg.build(BuildContext(spec=scenario.spec, seed=0))
+    except HarnessError:
+        raise  # import errors are bad input (exit 2)
+    except (Exception, SystemExit) as e:  # the learner's own constructor failed: a failed check
+        return [CheckResult("build", False, _failure(e))]
     state: dict[str, Any] = {}
 
     def make(spec: ScenarioSpec, seed: int) -> Any:

@@ -12,6 +12,7 @@ import difflib
 import inspect
 import json
 import math
+import re
 import resource
 import signal
 import threading
@@ -405,6 +406,39 @@ def _portable(obj: Any) -> Any:
     return obj
 
 
+_TRACE_FILE = re.compile(r'File "(/[^"]+)"')
+
+
+def _portable_trace(text: str) -> str:
+    """A traceback with each file named relative to its package root (or site-packages), never
+    by the machine's absolute path."""
+    root = str(Path(harness.__file__).resolve().parent.parent) + "/"
+
+    def short(m: re.Match[str]) -> str:
+        path = m.group(1)
+        if path.startswith(root):
+            return f'File "{path[len(root):]}"'
+        if "site-packages/" in path:
+            return f'File "{path.rsplit("site-packages/", 1)[1]}"'
+        return f'File "{Path(path).name}"'
+
+    return _TRACE_FILE.sub(short, text)
+
+
+_ABS_PATH = re.compile(r"(?<![\w.])/[^\s\"',;:()]+")
+
+
+def _portable_text(text: str) -> str:
+    """Free text (an error message) with each absolute path shortened as `_portable` does, or
+    to its last part when outside the working folder."""
+
+    def short(m: re.Match[str]) -> str:
+        rel = _portable(m.group(0))
+        return rel if rel is not None else f".../{Path(m.group(0)).name}"
+
+    return _ABS_PATH.sub(short, text)
+
+
 def _meta_seed(cfg: Any, seed: int) -> str:
     """The meta_seed the run's (meta-)training used, where the learner has one."""
     if "meta_seed" not in field_names(type(cfg)):
@@ -561,7 +595,8 @@ def execute(run: RunConfig, progress: Progress | None = None,
     values["peak_rss_mb"] = (_peak_rss_mb(), 1)
     base["wall_s"] = round(wall, 3)
     base["status"] = status
-    config["status"], config["error"], config["traceback"] = status, error, trace
+    config["status"], config["error"] = status, _portable_text(error)
+    config["traceback"] = _portable_text(_portable_trace(trace))
     config["representation"] = extra["representation"]
     arrays.setdefault("status", np.array([status]))
     path, note = write_run(run.out_dir, scenario.id, run_id, base, values, extra,

@@ -3,9 +3,10 @@ D6, D9).
 
 Every file is first written to a temp file in the target folder, flushed to disk and renamed
 over the target, so a reader sees the old file or the new one, never half of one. Temp files
-are named `.<name>.<pid>.<random>.tmp`; one left behind by a killed process is removed by the
-next write into the same folder (only when that process is gone, so a concurrent writer's
-temp file is never touched).
+are named `.<name>.<host>.<pid>.<random>.tmp`; one left behind by a killed process is removed by
+the next write into the same folder, only when it was written on this host by a process that
+is gone: a concurrent writer's temp file is never touched, also not one of a writer on another
+machine sharing the folder (where its pid means nothing).
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
+import secrets
+import socket
 from pathlib import Path
 
-_TEMP = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.tmp$")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMP = re.compile(r"^\..+\.([A-Za-z0-9_-]+)\.(\d+)\.[0-9a-f]+\.tmp$")
 
 
 def _alive(pid: int) -> bool:
@@ -46,7 +43,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         return removed
     for p in entries:
         m = _TEMP.match(p.name)
-        if m and not _alive(int(m.group(1))):
+        if m and m.group(1) == _HOST and not _alive(int(m.group(2))):
             try:
                 p.unlink()
                 removed.append(p)
@@ -56,13 +53,16 @@ def clean_stale_temps(folder: Path) -> list[Path]:
 
 
 def temp_path(path: Path) -> Path:
-    """A fresh temp file beside `path` (created empty, mode from the umask)."""
+    """A fresh temp file beside `path`, created empty with mode 0666: the kernel applies the
+    umask (reading the umask means setting it, which races with other threads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
-                               suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return Path(tmp)
+    while True:
+        tmp = path.parent / f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def commit(tmp: Path, path: Path) -> None:

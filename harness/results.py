@@ -1,12 +1,16 @@
 """Tidy run results with provenance, written so that a reader sees all of a run or none of it
 (docs/design.md D6).
 
-A run writes three files under `<out>/<scenario>/`: `<run_id>.npz` (raw arrays), `<run_id>.csv`
-(one row per metric) and, last, `<run_id>.json` (the full config and a manifest: the SHA-256 of
-the CSV and the NPZ and the CSV's row count). A run is valid only when its JSON exists and its
-manifest matches the CSV (and the NPZ, when its arrays are read): a run cut short between two
-writes, a truncated or edited CSV, or a bit-flipped NPZ is reported by name and left out, never
-averaged (`verify_run`).
+A run writes three files under `<out>/<scenario>/`: `<run_id>.json` (the full config and a
+manifest: the SHA-256 of the CSV and the NPZ and the CSV's row count), `<run_id>.npz` (raw arrays)
+and, last, `<run_id>.csv` (one row per metric), which is what readers look for. A run is valid
+only when its JSON exists and its manifest matches the CSV (and the NPZ, when its arrays are
+read): a truncated or edited CSV, a bit-flipped NPZ or a CSV without its JSON is reported by
+name and left out, never averaged (`verify_run`).
+
+Three files cannot be replaced at once, so the manifest also keeps the checksums of the run
+files it replaces ("previous"): a process killed between the writes leaves the old run, still
+valid, or (for a new run) no CSV at all; re-running a run never makes it vanish or turn invalid.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import platform
 import re
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +111,8 @@ def write_run(
     config: dict[str, Any],
     arrays: dict[str, np.ndarray],
 ) -> tuple[Path, str]:
-    """Write one run's NPZ, CSV and, last, its JSON with the manifest; return the CSV path and
-    a note when this replaces a run of the same id made with other provenance (else '').
+    """Write one run's JSON with the manifest, its NPZ and, last, its CSV; return the CSV path
+    and a note when this replaces a run of the same id made with other provenance (else '').
 
     `base` holds the columns shared by all rows; `metrics` maps name -> (value, n); `extra`
     adds provenance columns (e.g. lr, lr_selected_on, variant) to every row.
@@ -125,15 +130,18 @@ def write_run(
         w.writerow({**base, **extra, "run_id": run_id, "metric": name,
                     "value": repr(float(value)), "n": int(n)})
     data = text.getvalue().encode()
-    manifest = {"schema": SCHEMA, "files": {
+    manifest: dict[str, Any] = {"schema": SCHEMA, "files": {
         "npz": {"sha256": sha256_bytes(npz)},
         "csv": {"sha256": sha256_bytes(data), "rows": len(metrics)},
     }}
-    atomic_write_bytes(folder / f"{run_id}.npz", npz)
     path = folder / f"{run_id}.csv"
-    atomic_write_bytes(path, data)
+    why, files = _check(path, check_npz=False)
+    if not why:
+        manifest["previous"] = files  # the run on disk stays valid until its CSV is replaced
     atomic_write_bytes(folder / f"{run_id}.json",
                        json.dumps({**config, **manifest}, indent=2, default=str).encode())
+    atomic_write_bytes(folder / f"{run_id}.npz", npz)
+    atomic_write_bytes(path, data)
     return path, note
 
 
@@ -152,29 +160,43 @@ def _replaced_note(json_path: Path, base: dict[str, Any]) -> str:
 
 def verify_run(csv_path: Path, check_npz: bool = False) -> str:
     """'' when the run's files agree with the manifest in its JSON, else why they do not."""
+    return _check(csv_path, check_npz)[0]
+
+
+def _check(csv_path: Path, check_npz: bool) -> tuple[str, dict[str, Any]]:
+    """(why the run's files are not valid, or ''; the manifest entry they match)."""
+    try:
+        # The CSV before the JSON: the JSON is written first, so it is as new as the CSV or
+        # newer (and then its "previous" describes the CSV).
+        data = csv_path.read_bytes()
+    except OSError as e:
+        return f"the CSV is unreadable ({type(e).__name__})", {}
     json_path = csv_path.with_suffix(".json")
     try:
         meta = json.loads(json_path.read_text())
     except FileNotFoundError:
-        return "its .json (with the manifest) is missing: an interrupted write or a foreign file"
+        why = "its .json (with the manifest) is missing: an interrupted write or a foreign file"
+        return why, {}
     except (OSError, ValueError) as e:
-        return f"its .json is unreadable ({type(e).__name__})"
+        return f"its .json is unreadable ({type(e).__name__})", {}
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict) or "csv" not in files:
-        return "its .json has no manifest (written by harness < 0.2); re-run it"
-    try:
-        data = csv_path.read_bytes()
-    except OSError as e:
-        return f"the CSV is unreadable ({type(e).__name__})"
-    if sha256_bytes(data) != files["csv"].get("sha256"):
+        return "its .json has no manifest (written by harness < 0.2); re-run it", {}
+    sha = sha256_bytes(data)
+    match = [g for g in (files, meta.get("previous")) if isinstance(g, dict)
+             and isinstance(g.get("csv"), dict) and g["csv"].get("sha256") == sha]
+    if not match:
         rows = max(data.count(b"\n") - 1, 0)
         return (f"the CSV does not match its manifest ({rows} data lines, "
-                f"{files['csv'].get('rows')} written): truncated, edited or half-replaced")
+                f"{files['csv'].get('rows')} written): truncated, edited or half-replaced"), {}
     if check_npz:
         npz = csv_path.with_suffix(".npz")
-        if not npz.exists() or sha256_file(npz) != files.get("npz", {}).get("sha256"):
-            return "the .npz does not match its manifest (missing, corrupt or from another run)"
-    return ""
+        want = match[0].get("npz")
+        if not (npz.exists() and isinstance(want, dict)
+                and sha256_file(npz) == want.get("sha256")):
+            return ("the .npz does not match its manifest (missing, corrupt or from another "
+                    "run)"), match[0]
+    return "", match[0]
 
 
 def load_arrays(csv_path: Path) -> dict[str, np.ndarray]:
@@ -184,5 +206,11 @@ def load_arrays(csv_path: Path) -> dict[str, np.ndarray]:
     why = verify_run(csv_path, check_npz=True)
     if why:
         raise DataError(f"run {csv_path}: {why}")
-    with np.load(csv_path.with_suffix(".npz"), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(csv_path.with_suffix(".npz"), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # e.g. an object array, which only unpickling could read: refused, never unpickled
+        raise DataError(f"run {csv_path}: its .npz cannot be read without unpickling or is "
+                        f"malformed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                        ) from None

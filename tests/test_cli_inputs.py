@@ -224,7 +224,10 @@ def test_install_hint_is_printed_whole(tmp_path: Path, monkeypatch) -> None:
     """Messages are not rich markup: '.[avalanche]' is not eaten as a style tag."""
     from harness import registry
 
-    monkeypatch.setitem(sys.modules, "avalanche", None)  # not installed
+    # Not installed: also its submodules, which an earlier test may have imported.
+    for name in [m for m in sys.modules if m == "avalanche" or m.startswith("avalanche.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "avalanche", None)
     monkeypatch.setitem(registry.LEARNERS, "needs-avalanche",
                         registry.Entry("needs-avalanche", "avalanche.training:Naive", "test"))
     res = runner.invoke(app, ["run", "--scenario", "synthetic-stream", "--learner",
