@@ -1,0 +1,51 @@
+"""The published tables are what the harness makes from the committed rows: the leaderboards
+in published/, docs/results.md and the README's headline table (rebuild: bash published/make.sh)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.leaderboard import (
+    headline_markdown,
+    load_runs,
+    replace_readme_block,
+    results_markdown,
+    write_leaderboard,
+)
+from harness.results import verify_run
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = ROOT / "published"
+SCENARIOS = sorted(p for p in PUBLISHED.iterdir() if p.is_dir())
+
+
+def test_every_published_run_verifies_and_holds_no_absolute_path() -> None:
+    csvs = [p for d in SCENARIOS for p in d.glob("*.csv") if p.with_suffix(".json").exists()]
+    assert len(csvs) >= 70
+    for csv in csvs:
+        assert verify_run(csv, check_npz=True) == "", csv.name
+        for f in (csv, csv.with_suffix(".json")):
+            assert '"/' not in f.read_text() and ",/" not in f.read_text(), f.name
+
+
+@pytest.mark.parametrize("folder", SCENARIOS, ids=lambda p: p.name)
+def test_committed_leaderboards_equal_what_the_command_makes(folder: Path, tmp_path: Path):
+    copy = tmp_path / folder.name
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("leaderboard.*",
+                                                                "oracle_drop.csv"))
+    write_leaderboard(copy, load_runs(copy))
+    for name in ("leaderboard.csv", "leaderboard.md", "oracle_drop.csv"):
+        made, committed = copy / name, folder / name
+        assert made.exists() == committed.exists(), name
+        if made.exists():
+            assert made.read_text() == committed.read_text(), f"{folder.name}/{name}"
+
+
+def test_results_page_and_readme_table_are_generated_from_the_rows(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # as `harness report published` is run, from the repository root
+    assert (ROOT / "docs" / "results.md").read_text() == results_markdown(Path("published"))
+    readme = (ROOT / "README.md").read_text()
+    assert replace_readme_block(readme, headline_markdown(Path("published"))) == readme
