@@ -626,6 +626,14 @@ def report(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResultFileWarning)  # printed below, once each
             text = results_markdown(root, problems)
+            from harness.experiment import recipe_drift
+
+            runs = sorted(p.with_suffix(".json") for p in Path(root).glob("*/*.csv")
+                          if p.with_suffix(".json").exists())
+            for run_id, then, now in recipe_drift(runs):
+                err.print(f"warning: {run_id} was made with another recipe than its preset's "
+                          f"current one (config {then}, now {now}); re-run it",
+                          markup=False, highlight=False, soft_wrap=True)
             _print_left_out(problems)
             new_readme = None
             if readme is not None:

@@ -659,3 +659,33 @@ def compare(base: RunConfig, learners: list[str], seeds: list[int],
                                               run.cache_dir)
                 results.append(execute(run, progress, scenario=scenario))
     return results
+
+
+def recipe_drift(json_paths: list[Path]) -> list[tuple[str, str, str]]:
+    """Runs made with another recipe than the code's current one for their learner, preset,
+    overrides and scenario parameters: (run_id, recorded config_hash, current config_hash).
+
+    The current hash is computed as `execute` computes it (the scenario is built for its spec;
+    builds are shared by runs with the same parameters)."""
+    built: dict[str, Scenario] = {}
+    out = []
+    for path in json_paths:
+        meta = json.loads(Path(path).read_text())
+        run = meta["run"]
+        params = {k: v for k, v in meta["scenario_params"].items() if k != "seed"}
+        s_entry, l_entry = get_scenario(run["scenario"]), get_learner(run["learner"])
+        s_over, l_over = split_overrides(run["overrides"], s_entry.config_class(),
+                                         l_entry.config_class())
+        key = stable_hash([run["scenario"], params])
+        if key not in built:
+            fields_ = field_names(s_entry.config_class())
+            built[key] = build_scenario(run["scenario"], int(meta["seed"]), None,
+                                        {k: v for k, v in params.items() if k in fields_})
+        cfg = make_config(l_entry, run["preset"], l_over)
+        resolved = resolved_config(cfg, built[key].spec)
+        now = stable_hash([config_hash(resolved), params, run["tune_lr"],
+                           tuple(run["lr_grid"])], 12)
+        if now != meta["config_hash"]:
+            out.append((meta["run_id"] if "run_id" in meta else Path(path).stem,
+                        meta["config_hash"], now))
+    return out

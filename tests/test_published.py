@@ -49,3 +49,16 @@ def test_results_page_and_readme_table_are_generated_from_the_rows(monkeypatch) 
     assert (ROOT / "docs" / "results.md").read_text() == results_markdown(Path("published"))
     readme = (ROOT / "README.md").read_text()
     assert replace_readme_block(readme, headline_markdown(Path("published"))) == readme
+
+
+@pytest.mark.slow
+def test_published_rows_use_the_current_recipes_and_a_stale_one_is_named(tmp_path) -> None:
+    from harness.experiment import recipe_drift
+
+    runs = sorted(p.with_suffix(".json") for d in SCENARIOS for p in d.glob("*.csv")
+                  if p.with_suffix(".json").exists())
+    assert recipe_drift(runs) == []
+    stale = tmp_path / runs[0].name
+    stale.write_text(runs[0].read_text().replace('"config_hash": "', '"config_hash": "0', 1))
+    (run_id, then, now), = recipe_drift([stale])
+    assert then.startswith("0") and now != then
