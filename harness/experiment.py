@@ -671,18 +671,27 @@ def recipe_drift(json_paths: list[Path]) -> list[tuple[str, str, str]]:
     out = []
     for path in json_paths:
         meta = json.loads(Path(path).read_text())
-        run = meta["run"]
+        run = meta.get("run") if isinstance(meta, dict) else None
+        if not isinstance(run, dict) or not {"scenario", "learner", "preset", "overrides",
+                                             "tune_lr", "lr_grid"} <= set(run):
+            continue  # not written by `execute` (e.g. a hand-made table): nothing to compare
         params = {k: v for k, v in meta["scenario_params"].items() if k != "seed"}
-        s_entry, l_entry = get_scenario(run["scenario"]), get_learner(run["learner"])
-        s_over, l_over = split_overrides(run["overrides"], s_entry.config_class(),
-                                         l_entry.config_class())
-        key = stable_hash([run["scenario"], params])
-        if key not in built:
-            fields_ = field_names(s_entry.config_class())
-            built[key] = build_scenario(run["scenario"], int(meta["seed"]), None,
-                                        {k: v for k, v in params.items() if k in fields_})
-        cfg = make_config(l_entry, run["preset"], l_over)
-        resolved = resolved_config(cfg, built[key].spec)
+        try:
+            s_entry, l_entry = get_scenario(run["scenario"]), get_learner(run["learner"])
+            s_over, l_over = split_overrides(run["overrides"], s_entry.config_class(),
+                                             l_entry.config_class())
+            key = stable_hash([run["scenario"], params])
+            if key not in built:
+                fields_ = field_names(s_entry.config_class())
+                built[key] = build_scenario(run["scenario"], int(meta["seed"]), None,
+                                            {k: v for k, v in params.items() if k in fields_})
+            cfg = make_config(l_entry, run["preset"], l_over)
+            resolved = resolved_config(cfg, built[key].spec)
+        except (HarnessError, ValueError, TypeError, KeyError) as e:  # e.g. a learner this
+            # install does not have, or parameters it no longer accepts
+            out.append((meta.get("run_id", Path(path).stem), meta["config_hash"],
+                        f"unknown ({e})"))
+            continue
         now = stable_hash([config_hash(resolved), params, run["tune_lr"],
                            tuple(run["lr_grid"])], 12)
         if now != meta["config_hash"]:
