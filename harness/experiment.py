@@ -519,6 +519,14 @@ def _measure(run: RunConfig, scenario: Scenario, l_entry: Entry, cfg: Any, l_ove
     return status
 
 
+def run_config_hash(resolved: Any, scenario_params: dict[str, Any], tune_lr: bool,
+                    lr_grid: tuple[float, ...]) -> str:
+    """The configuration part of a run id: the resolved learner config, the scenario parameters
+    (not the seed) and the lr search. One definition for `execute` and `recipe_drift`."""
+    params = {k: v for k, v in scenario_params.items() if k != "seed"}
+    return stable_hash([config_hash(resolved), params, tune_lr, lr_grid], 12)
+
+
 def execute(run: RunConfig, progress: Progress | None = None,
             scenario: Scenario | None = None) -> RunResult:
     """Run one (scenario, learner, seed) and write its results; never half-written.
@@ -544,8 +552,7 @@ def execute(run: RunConfig, progress: Progress | None = None,
     cfg = make_config(l_entry, run.preset, l_over)
     # Hashed resolved: a recipe edit is a different configuration, and gets a new run id.
     resolved = resolved_config(cfg, scenario.spec)
-    chash = stable_hash([config_hash(resolved), {k: v for k, v in scenario.params.items()
-                                             if k != "seed"}, run.tune_lr, run.lr_grid], 12)
+    chash = run_config_hash(resolved, scenario.params, run.tune_lr, run.lr_grid)
     run_id = safe_id(f"{run.learner}-{chash[:8]}-{run.preset}-s{run.seed}-"
                      f"{scenario.stream_hash.rsplit('-', 1)[-1][:8]}")
     base = {"scenario": scenario.id, "scenario_version": scenario.version,
@@ -692,8 +699,7 @@ def recipe_drift(json_paths: list[Path]) -> list[tuple[str, str, str]]:
             out.append((meta.get("run_id", Path(path).stem), meta["config_hash"],
                         f"unknown ({e})"))
             continue
-        now = stable_hash([config_hash(resolved), params, run["tune_lr"],
-                           tuple(run["lr_grid"])], 12)
+        now = run_config_hash(resolved, params, run["tune_lr"], tuple(run["lr_grid"]))
         if now != meta["config_hash"]:
             out.append((meta["run_id"] if "run_id" in meta else Path(path).stem,
                         meta["config_hash"], now))

@@ -645,6 +645,18 @@ def paired_differences(runs: pd.DataFrame, metric: str, baseline: str) -> pd.Dat
     return out[order]
 
 
+def _stream_and_oracle(
+    frame: pd.DataFrame, suffix: str, columns: list[str], rename: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split `frame` into the stream learners' rows, each with its oracle's id in ``oracle``
+    (learner + `suffix`), and the oracles' rows: their `columns`, renamed by `rename` and with
+    ``learner`` renamed to ``oracle``, ready to merge on ``oracle``."""
+    is_oracle = frame["learner"].str.endswith(suffix)
+    stream = frame[~is_oracle].assign(oracle=lambda d: d["learner"] + suffix)
+    oracle = frame[is_oracle][columns].rename(columns={"learner": "oracle", **rename})
+    return stream, oracle
+
+
 def oracle_drops(
     runs: pd.DataFrame,
     metrics: Sequence[str] = ORACLE_METRICS,
@@ -688,21 +700,12 @@ def oracle_drops(
     df = _prepare(runs)
     rows = _clean_rows(df, _run_table(df))
     rows = rows[rows["metric"].isin(list(metrics)) & rows["value"].notna()]
-    oracle_ids = {name for name in set(rows["learner"]) if name.endswith(suffix)}
     pair_keys = [*_SCENARIO, "preset", "seed", "stream_hash", "status", "representation", "metric"]
-    paired_rows = rows[rows["representation"] != ""]
-    stream = paired_rows[~paired_rows["learner"].isin(oracle_ids)].assign(
-        oracle=lambda d: d["learner"] + suffix
-    )
-    oracle = paired_rows[paired_rows["learner"].isin(oracle_ids)][
-        [*pair_keys, "learner", "config_hash", "run_id", "value"]
-    ].rename(
-        columns={
-            "learner": "oracle",
-            "config_hash": "oracle_config_hash",
-            "run_id": "_oracle_run",
-            "value": "_oracle_value",
-        }
+    stream, oracle = _stream_and_oracle(
+        rows[rows["representation"] != ""],
+        suffix,
+        [*pair_keys, "learner", "config_hash", "run_id", "value"],
+        {"config_hash": "oracle_config_hash", "run_id": "_oracle_run", "value": "_oracle_value"},
     )
     pairs = stream.merge(oracle, on=[*pair_keys, "oracle"], how="inner")
 
@@ -787,20 +790,16 @@ def unpaired_oracle_runs(
     per_run = rows.drop_duplicates("run_id")[
         [*GROUP_KEYS, "seed", "stream_hash", "run_id", "representation"]
     ]
-    oracle_ids = {name for name in set(per_run["learner"]) if name.endswith(suffix)}
     stream_keys = [*_SCENARIO, "preset", "seed", "stream_hash"]
-    stream = per_run[~per_run["learner"].isin(oracle_ids)].assign(
-        oracle=lambda d: d["learner"] + suffix
-    )
-    oracle = per_run[per_run["learner"].isin(oracle_ids)][
-        [*stream_keys, "learner", "run_id", "representation", "status"]
-    ].rename(
-        columns={
-            "learner": "oracle",
+    stream, oracle = _stream_and_oracle(
+        per_run,
+        suffix,
+        [*stream_keys, "learner", "run_id", "representation", "status"],
+        {
             "run_id": "oracle_run_id",
             "representation": "oracle_representation",
             "status": "_oracle_status",
-        }
+        },
     )
     both = stream.merge(oracle, on=[*stream_keys, "oracle"], how="inner")
     same_rep = (both["representation"] != "") & (
