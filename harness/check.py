@@ -1,52 +1,29 @@
 """Conformance checks for any learner or scenario, registered or a user's own (Gymnasium's
 env_checker, for continual learners). The test suite runs them over the whole registry.
 
-A user's learner is named `module:Class`; the class is called as `Class(spec)` with the
-scenario's ScenarioSpec and must implement `predict(x)` and `observe(x, y)`.
+A user's learner is named `module:Class`; the class is called as `Class(spec)` (or
+`Class(spec, config)` when it declares `Config`, see harness.user_learners) with the scenario's
+ScenarioSpec and must implement `predict(x)` and `observe(x, y)`. Its optional capabilities
+are those of harness.capabilities; a public name that looks like one but is misspelled fails.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from harness.capabilities import MetaTrainable, Stateful, misspelled
 from harness.config import BuildContext
 from harness.errors import DivergedError, HarnessError, LearnerError
 from harness.protocol import Experience, LabeledPool, Scenario, ScenarioSpec, experiences_hash
 from harness.runner import evaluate, run_stream
+from harness.user_learners import UserLearnerConfig
 
-
-@dataclass
-class UserLearnerConfig:
-    """A user's own learner class, named `module:Class`."""
-
-    target: str = ""
-    """'module:Class'; the class is called with the scenario's ScenarioSpec."""
-
-    def build(self, ctx: BuildContext) -> Any:
-        module, _, name = self.target.partition(":")
-        if os.getcwd() not in sys.path:
-            # Like `python -m`: a user's module in the current folder is importable.
-            sys.path.append(os.getcwd())
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as e:
-            raise HarnessError(
-                f"cannot import {self.target!r} ({e}); is the module on PYTHONPATH and the "
-                "class name right?"
-            ) from None
-        torch.manual_seed(ctx.seed)
-        learner = cls(ctx.spec)
-        for method in ("predict", "observe"):
-            if not callable(getattr(learner, method, None)):
-                raise HarnessError(f"{self.target} has no {method}() method; see harness.protocol")
-        return learner
+__all__ = ["CheckResult", "UserLearnerConfig", "check_learner", "learner_checks",
+           "scenario_checks"]
 
 
 @dataclass
@@ -73,26 +50,32 @@ def _run_check(name: str, fn: Callable[[], str | None]) -> CheckResult:
         return CheckResult(name, False, _failure(e))
 
 
-def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
-                   pool_state: Callable[[Any], None] | None = None) -> list[CheckResult]:
-    """Checks one learner factory `make(spec, seed)` against `scenario`."""
-    spec = scenario.spec
-    exps = list(scenario.experiences)[:2]
-    x, y = next(iter(exps[0]))
-    x4 = exps[0].x[:4]
-    y4 = exps[0].y[:4]
-    results = []
+class _LearnerChecks:
+    """The checks of one learner factory `make(spec, seed)` on a scenario's first two
+    experiences; each method is one check (an AssertionError message says what to fix)."""
 
-    def shapes() -> str:
-        learner = make(spec, 0)
-        for batch in (x, x4):
+    def __init__(self, make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
+                 pool_state: Callable[[Any], None] | None) -> None:
+        self.make, self.spec, self.pool_state = make, scenario.spec, pool_state
+        self.exps = list(scenario.experiences)[:2]
+        self.x, _ = next(iter(self.exps[0]))
+        self.x4, self.y4 = self.exps[0].x[:4], self.exps[0].y[:4]
+
+    def capabilities(self) -> str:
+        wrong = misspelled(self.make(self.spec, 0), "learner")
+        assert not wrong, "; ".join(wrong)
+        return ""
+
+    def shapes(self) -> str:
+        spec, learner = self.spec, self.make(self.spec, 0)
+        for batch in (self.x, self.x4):
             evaluate(learner, batch, torch.zeros(len(batch), dtype=torch.long)
                      if spec.task == "classification" else torch.zeros(len(batch), spec.n_outputs),
                      spec, "cpu")
-        return f"predict -> [B, {spec.n_outputs}] for B=1 and B={len(x4)}"
+        return f"predict -> [B, {spec.n_outputs}] for B=1 and B={len(self.x4)}"
 
-    def predict_is_pure() -> str:
-        learner = make(spec, 0)
+    def predict_is_pure(self) -> str:
+        learner, x4 = self.make(self.spec, 0), self.x4
         if isinstance(learner, torch.nn.Module):
             learner.train(False)
         xa = x4.clone()
@@ -104,62 +87,66 @@ def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
         assert torch.equal(a, b), "predict(x) twice gave different outputs: predict must not learn"
         return ""
 
-    def observe_works() -> str:
-        learner = make(spec, 0)
-        xc, yc = x4.clone(), y4.clone()
+    def observe_works(self) -> str:
+        learner = self.make(self.spec, 0)
+        xc, yc = self.x4.clone(), self.y4.clone()
         ret = learner.observe(xc, yc)
         assert ret is None, f"observe returned {type(ret).__name__}; it must return None"
-        assert torch.equal(xc, x4) and torch.equal(yc, y4), "observe modified its inputs"
+        assert torch.equal(xc, self.x4) and torch.equal(yc, self.y4), "observe modified its inputs"
         return ""
 
-    def deterministic() -> str:
+    def deterministic(self) -> str:
         outs = []
         for _ in range(2):
-            learner = make(spec, 7)
-            for xb, yb in exps[0]:
+            learner = self.make(self.spec, 7)
+            for xb, yb in self.exps[0]:
                 learner.observe(xb.clone(), yb.clone())
             if isinstance(learner, torch.nn.Module):
                 learner.train(False)
             with torch.no_grad():
-                outs.append(learner.predict(exps[0].x_test.clone()))
+                outs.append(learner.predict(self.exps[0].x_test.clone()))
         assert torch.allclose(outs[0], outs[1], atol=1e-5), \
             "same seed, same stream, different predictions: seed every random source"
         return ""
 
-    def state_roundtrip() -> str:
-        learner = make(spec, 0)
-        if not hasattr(learner, "state_dict"):
+    def state_roundtrip(self) -> str:
+        learner = self.make(self.spec, 0)
+        if not isinstance(learner, Stateful):
             return "no state_dict (optional)"
         sd = learner.state_dict()
         bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
         assert not bad, f"state_dict values must be tensors (safetensors), not: {bad[:3]}"
-        other = make(spec, 1)
+        other = self.make(self.spec, 1)
         other.load_state_dict(sd)
-        if pool_state is None:
+        if self.pool_state is None:
             for m in (learner, other):
                 if isinstance(m, torch.nn.Module):
                     m.train(False)
             with torch.no_grad():  # copies: x4 is a view of the scenario's stream
-                assert torch.allclose(learner.predict(x4.clone()), other.predict(x4.clone()),
-                                      atol=1e-6), \
+                assert torch.allclose(learner.predict(self.x4.clone()),
+                                      other.predict(self.x4.clone()), atol=1e-6), \
                     "load_state_dict(state_dict()) does not restore predictions"
         return f"{len(sd)} tensors"
 
-    def short_stream() -> str:
-        learner = make(spec, 0)
-        rec = run_stream(learner, exps, spec)
+    def short_stream(self) -> str:
+        rec = run_stream(self.make(self.spec, 0), self.exps, self.spec)
         return f"R shape {rec.R.shape}, online score {rec.prequential.mean():.3f}"
 
-    for name, fn in [("predict shape", shapes), ("predict does not learn", predict_is_pure),
-                     ("observe", observe_works), ("deterministic", deterministic),
-                     ("state_dict", state_roundtrip), ("short stream", short_stream)]:
-        results.append(_run_check(name, fn))
-    return results
+
+def learner_checks(make: Callable[[ScenarioSpec, int], Any], scenario: Scenario,
+                   pool_state: Callable[[Any], None] | None = None) -> list[CheckResult]:
+    """Checks one learner factory `make(spec, seed)` against `scenario`."""
+    c = _LearnerChecks(make, scenario, pool_state)
+    return [_run_check(name, fn) for name, fn in [
+        ("capabilities", c.capabilities), ("predict shape", c.shapes),
+        ("predict does not learn", c.predict_is_pure), ("observe", c.observe_works),
+        ("deterministic", c.deterministic), ("state_dict", c.state_roundtrip),
+        ("short stream", c.short_stream)]]
 
 
 def check_learner(target: str, scenario_id: str = "synthetic-stream") -> list[CheckResult]:
     """Conformance checks for a registered learner id or a user's `module:Class`."""
-    from harness.experiment import build_scenario
+    from harness.building import build_scenario
     from harness.registry import get_learner, make_config
 
     entry = get_learner(target)
@@ -168,6 +155,9 @@ def check_learner(target: str, scenario_id: str = "synthetic-stream") -> list[Ch
         raise HarnessError(f"{target} does not support {scenario.spec.task} scenarios; "
                            f"pass --scenario with a {' or '.join(entry.tasks)} scenario")
     cfg = make_config(entry, "quick", {})
+    wrong = misspelled(cfg, "learner config")
+    if wrong:
+        return [CheckResult("config capabilities", False, wrong[0])]
     try:
         cfg.build(BuildContext(spec=scenario.spec, seed=0))
     except HarnessError:
@@ -178,7 +168,7 @@ def check_learner(target: str, scenario_id: str = "synthetic-stream") -> list[Ch
 
     def make(spec: ScenarioSpec, seed: int) -> Any:
         learner = cfg.build(BuildContext(spec=spec, seed=seed))
-        if getattr(learner, "needs_meta_train", False):
+        if isinstance(learner, MetaTrainable) and learner.needs_meta_train:
             # Meta-training is checked elsewhere; here it is skipped with a shared init.
             if "sd" not in state:
                 state["sd"] = learner.state_dict()
@@ -227,6 +217,11 @@ def scenario_checks(scenario: Scenario, rebuild: Callable[[], Scenario]) -> list
         assert experiences_hash(scenario.val_experiences) != experiences_hash(scenario.experiences)
         return ""
 
+    def capabilities() -> str:
+        wrong = misspelled(scenario, "scenario")
+        assert not wrong, "; ".join(wrong)
+        return ""
+
     def meta_train() -> str:
         pool = scenario.meta_train
         if isinstance(pool, LabeledPool):
@@ -237,5 +232,6 @@ def scenario_checks(scenario: Scenario, rebuild: Callable[[], Scenario]) -> list
     return [_run_check(n, f) for n, f in [("structure", structure), ("re-iterable", reiterable),
                                           ("stable hash", stable_hash),
                                           ("validation disjoint", val_disjoint),
-                                          ("meta-train", meta_train)]]
+                                          ("meta-train", meta_train),
+                                          ("capabilities", capabilities)]]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
+
+from harness import cli_inputs as inputs
+from harness import cli_tables as tables
 
 try:  # a typer that carries its own click (0.29): usage errors derive from TyperException
     from typer import TyperException as _UsageError
@@ -131,23 +134,6 @@ def _guard(debug: bool = False) -> Iterator[None]:
               "machine with more memory", 1)
 
 
-def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
-    from harness.errors import HarnessError
-
-    result: dict[str, str] = {}
-    expanded: list[str] = []
-    for pair in pairs or []:
-        parts = pair.split(",")
-        # `--set ways=5,shots=1` sets two keys; `--set lr_grid=1e-3,1e-2` is one list value.
-        expanded.extend(parts if len(parts) > 1 and all("=" in p for p in parts) else [pair])
-    for pair in expanded:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise HarnessError(f"--set {pair!r}: write KEY=VALUE, e.g. --set n_classes=600")
-        result[key.strip()] = value.strip()
-    return result
-
-
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[str, int, int, dict[str, float]], None] | None]:
     """A rich progress bar per phase, with rate and ETA; nothing when quiet or not a tty."""
@@ -181,134 +167,6 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int, dict[str, float]
         yield update
 
 
-def _results_table(results: list[Any], title: str) -> Table:
-    keys = ["meta_test_test_acc", "acc_final_macro", "forgetting_max", "online_acc",
-            "episode_acc", "mse_final", "wall_s"]
-    present = [k for k in keys if any(k in r.metrics for r in results)]
-    table = Table(title=title)
-    for col in ["learner", "seed", "status", "lr", *present]:
-        table.add_column(col, justify="right" if col not in ("learner", "status") else "left")
-    for r in results:
-        lr = r.extra.get("lr", "")
-        cells = [escape(r.learner), str(r.seed), r.status,
-                 f"{lr:.0e}" if isinstance(lr, float) else ""]
-        cells += [f"{r.metrics[k]:.3f}" if k in r.metrics else "" for k in present]
-        table.add_row(*cells)
-    return table
-
-
-KEY_METRICS = ["meta_test_test_acc", "acc_final_macro", "forgetting_max", "online_acc",
-               "episode_acc", "episode_mse", "mse_final", "wall_s"]
-
-
-def _leaderboard_rich(table: Any, title: str) -> Any:
-    """The leaderboard's key columns as `mean ± ci95`; scenario parameters only where they
-    differ between rows. Partial runs (meta-training stopped early, `status` 'partial') come
-    in a second table, unranked, with their meta-steps done of asked."""
-    import json
-
-    import pandas as pd
-    from rich.console import Group
-
-    params = [json.loads(p) if isinstance(p, str) and p else {}
-              for p in table.get("scenario_params", pd.Series([""] * len(table)))]
-    varying = sorted({k for p in params for k in p if len({str(q.get(k)) for q in params}) > 1})
-    metrics = [m for m in KEY_METRICS if f"{m}_mean" in table.columns]
-    partial = (table["status"] == "partial" if "status" in table.columns
-               else pd.Series(False, index=table.index))
-    # Failed or diverged runs: a column only where there are any (a group of only those has
-    # no rank and no metrics).
-    failed = "failed" in table.columns and bool((table["failed"].fillna(0) > 0).any())
-    # Two configurations of one learner (e.g. different meta_steps): tell them apart.
-    same = ["learner", "preset", *(["status"] if "status" in table.columns else [])]
-    config = "config_hash" in table.columns and bool(table.duplicated(same).any())
-    # Meta-training stopped by a time limit in rows without a status (older tables): say how
-    # far it got. Rows written before `meta_train_complete` existed tell it by steps done <
-    # meta_steps.
-    cut = pd.Series(False, index=table.index)
-    if "meta_train_complete_mean" in table.columns:
-        cut |= table["meta_train_complete_mean"] < 1
-    asked = pd.Series(float("nan"), index=table.index)
-    if "meta_steps" in table.columns:
-        asked = pd.to_numeric(table["meta_steps"], errors="coerce")
-    if "meta_steps_asked_mean" in table.columns:
-        asked = table["meta_steps_asked_mean"].fillna(asked)
-    if "meta_steps_done_mean" in table.columns:
-        cut |= table["meta_steps_done_mean"] < asked
-    done = table.get("meta_steps_done_mean", pd.Series(float("nan"), index=table.index))
-
-    def render(rows: Any, name: str, ranked: bool) -> Table:
-        rich_table = Table(title=name)
-        stopped = not ranked or bool(cut[rows].any())
-        for col in [*(["rank"] if ranked else []), "learner", "preset",
-                    *(["config"] if config else []), *varying, "seeds",
-                    *(["failed"] if failed else []), *(["meta-steps"] if stopped else []),
-                    *metrics]:
-            rich_table.add_column(col, justify="left" if col in ("learner", "preset")
-                                  else "right")
-        for i, (_, row) in enumerate(table.iterrows()):
-            if not rows.iloc[i]:
-                continue
-            cells = ["-" if pd.isna(row["rank"]) else str(row["rank"])] if ranked else []
-            cells += [str(row["learner"]), str(row["preset"])]
-            cells += [str(row["config_hash"])[:8]] if config else []
-            cells += [str(params[i].get(k, "")) for k in varying]
-            cells.append(str(row["n_seeds"]))
-            if failed:
-                cells.append(str(int(row["failed"])))
-            if stopped:
-                d, a = done.iloc[i], asked.iloc[i]
-                if not ranked:
-                    cells.append("" if pd.isna(d) else f"{d:.0f}" if pd.isna(a)
-                                 else f"{d:.0f} of {a:.0f}")
-                else:
-                    note = " (stopped)" if cut.iloc[i] else ""
-                    cells.append("" if pd.isna(d) else f"{d:.0f}{note}")
-            for m in metrics:
-                mean, half = row[f"{m}_mean"], row[f"{m}_ci95"]
-                cells.append("" if pd.isna(mean) else f"{mean:.3f}" if pd.isna(half)
-                             else f"{mean:.3f} ± {half:.3f}")
-            rich_table.add_row(*cells)
-        return rich_table
-
-    if not partial.any():
-        return render(~partial, title, True)
-    parts = [render(~partial, title, True)] if (~partial).any() else []
-    parts.append(render(partial, "partial runs: meta-training stopped early (steps done of "
-                                 "steps asked); not ranked", False))
-    return Group(*parts)
-
-
-def _oracle_rich(drops: Any, unpaired: Any = None) -> Any:
-    """The relative drop below the i.i.d. oracle (`oracle_drops`): one row per learner and
-    metric, the learner's and the oracle's mean accuracy and the drop as `mean ± ci95`; then
-    one line per learner whose runs have an oracle on the same stream but are not paired with
-    it (`unpaired_oracle_runs`, e.g. 'not paired: representation differs')."""
-    import pandas as pd
-    from rich.console import Group
-    from rich.text import Text
-
-    from harness.leaderboard import unpaired_oracle_notes
-
-    parts: list[Any] = []
-    if not drops.empty:
-        table = Table(title="drop below the i.i.d. oracle: (oracle - stream) / oracle")
-        for col in ("learner", "oracle", "pairs", "metric", "stream", "oracle acc", "drop"):
-            table.add_column(col, justify="left" if col in ("learner", "oracle", "metric")
-                             else "right")
-        for _, r in drops.iterrows():
-            drop = (f"{r['mean_drop']:.3f}" if pd.isna(r["ci95"])
-                    else f"{r['mean_drop']:.3f} ± {r['ci95']:.3f}")
-            learner = str(r["learner"]) + (" (partial)" if r.get("status") == "partial" else "")
-            table.add_row(learner, str(r["oracle"]), str(r["n_pairs"]),
-                          str(r["metric"]).removeprefix("meta_test_"), f"{r['mean_stream']:.3f}",
-                          f"{r['mean_oracle']:.3f}", drop)
-        parts.append(table)
-    if unpaired is not None:
-        parts += [Text(note) for note in unpaired_oracle_notes(unpaired)]
-    return Group(*parts)
-
-
 def _finish(results: list[Any], out_dir: Path, scenario: str, title: str) -> None:
     from harness.leaderboard import (
         leaderboard_table,
@@ -318,17 +176,17 @@ def _finish(results: list[Any], out_dir: Path, scenario: str, title: str) -> Non
     )
     from harness.results import safe_id
 
-    out.print(_results_table(results, title))
+    out.print(tables.results_table(results, title))
     folder = out_dir / safe_id(scenario)
     runs = _load_runs_warning(folder)
     csv_path, md_path = write_leaderboard(folder, runs)
-    out.print(_leaderboard_rich(leaderboard_table(runs),
+    out.print(tables.leaderboard_rich(leaderboard_table(runs),
                                 f"leaderboard {folder} (mean ± 95% CI over seeds)"))
     # The drop of the runs just made, where an oracle ran on the same streams.
     made = runs[runs["run_id"].isin({r.run_id for r in results})]
     drops, unpaired = oracle_drops(made), unpaired_oracle_runs(made)
     if not drops.empty or not unpaired.empty:
-        out.print(_oracle_rich(drops, unpaired))
+        out.print(tables.oracle_rich(drops, unpaired))
     drop_csv = folder / "oracle_drop.csv"
     also = f", {drop_csv}" if drop_csv.exists() else ""
     out.print(f"results: {escape(str(folder))}  leaderboard: {escape(str(csv_path))}, "
@@ -369,92 +227,6 @@ def list_cmd(what: Annotated[str, typer.Argument(help="scenarios | learners | al
                 out.print(escape(f"  {e.id:<24} {e.summary}"), highlight=False, soft_wrap=True)
 
 
-def _writable(text: str, flag: str) -> Path:
-    """The folder `text` names, checked to take files before any work: its missing folders
-    are made and an empty temp file is written there (`harness.fileio`), then both removed,
-    so a run that stops on bad input leaves nothing behind."""
-    from harness import fileio
-    from harness.errors import HarnessError
-
-    if not text.strip():
-        raise HarnessError(f"{flag} is empty; name a folder, e.g. {flag} results")
-    folder = Path(text)
-    made: list[Path] = []  # the folders this check creates, deepest first
-    tmp: Path | None = None
-    try:
-        p = folder
-        while not p.exists() and p != p.parent:
-            made.append(p)
-            p = p.parent
-        tmp = fileio.temp_path(folder / ".write-check")
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
-        why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or "error"
-        raise HarnessError(f"{flag} {text}: cannot write there ({why}); pass a folder you can "
-                           "write to") from None
-    finally:
-        if tmp is not None:
-            with suppress(OSError):
-                tmp.unlink()
-        for q in made:  # deepest first
-            with suppress(OSError, ValueError):
-                q.rmdir()
-    return folder
-
-
-def _check_device(device: str) -> None:
-    """Refuse a device torch cannot use here, before any work."""
-    import re
-
-    import torch
-
-    from harness.errors import HarnessError
-
-    m = re.fullmatch(r"cpu|mps|cuda(?::(\d{1,4}))?", device)
-    if m is None:
-        raise HarnessError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
-    if device.startswith("cuda"):
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise HarnessError(f"--device {device} asked for, but torch sees no GPU; use "
-                               "--device cpu")
-        if m.group(1) is not None and int(m.group(1)) >= n:
-            raise HarnessError(f"--device {device}: torch sees {n} GPU(s), cuda:0 to "
-                               f"cuda:{n - 1}")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise HarnessError("--device mps asked for, but torch sees no MPS (Apple GPU); use "
-                           "--device cpu")
-
-
-def _run_config(scenario: str, learner: str, seed: int, preset: str, device: str, out_dir: str,
-                cache_dir: str | None, data_dir: Path | None, sets: list[str] | None,
-                eval_every: int, no_tune: bool, timeout: float) -> Any:
-    """The RunConfig of the command line, every argument checked (the output and cache
-    folders last: they are test-written)."""
-    from harness.config import check_seed
-    from harness.experiment import RunConfig
-
-    check_seed(seed)
-    _check_device(device)
-    cfg = RunConfig(scenario=scenario, learner=learner, seed=seed, preset=preset,
-                    device=device, out_dir=Path(out_dir), data_dir=data_dir,
-                    overrides=_parse_sets(sets), eval_every=eval_every, tune_lr=not no_tune,
-                    timeout_s=timeout)
-    cfg.out_dir = _writable(out_dir, "--out")
-    cfg.cache_dir = _writable(cache_dir, "--cache-dir") if cache_dir is not None else None
-    return cfg
-
-
-def _names(text: str, flag: str) -> list[str]:
-    """Comma-separated learner names, each once, in order; at least one."""
-    from harness.errors import HarnessError
-
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        raise HarnessError(f"{flag} {text!r} names no learner; write learner ids separated by "
-                           "commas, e.g. finetune,replay (see harness list learners)")
-    return names
-
-
 LEARNER_HELP = ("Learner id (see harness list learners), avalanche:<Strategy>, or module:Class "
                 "naming your own learner class or config. module:Class imports that module, "
                 "which runs its code.")
@@ -479,9 +251,9 @@ def run(
         from harness.registry import get_learner
 
         refs = list(get_learner(learner).compare_with) if baselines is None else (
-            [] if baselines.strip() == "none" else _names(baselines, "--baselines"))
-        cfg = _run_config(scenario, learner, seed, preset, device, out_dir, cache_dir, data_dir,
-                          sets, eval_every, no_tune, timeout)
+            [] if baselines.strip() == "none" else inputs.names(baselines, "--baselines"))
+        cfg = inputs.run_config(scenario, learner, seed, preset, device, out_dir, cache_dir,
+                                data_dir, sets, eval_every, no_tune, timeout)
         with _progress(quiet) as progress:
             results = compare(cfg, [learner, *[r for r in refs if r != learner]], [seed],
                               progress)
@@ -502,13 +274,12 @@ def compare_cmd(
 ) -> None:
     """Run several learners on identical streams for each seed; write the leaderboard."""
     with _guard(debug):
-        from harness.config import parse_seeds
         from harness.experiment import compare
 
-        names = _names(learners, "--learners")
-        seed_list = parse_seeds(seeds)
-        cfg = _run_config(scenario, names[0], seed_list[0], preset, device, out_dir, cache_dir,
-                          data_dir, sets, eval_every, no_tune, timeout)
+        names = inputs.names(learners, "--learners")
+        seed_list = inputs.parse_seeds(seeds)
+        cfg = inputs.run_config(scenario, names[0], seed_list[0], preset, device, out_dir,
+                                cache_dir, data_dir, sets, eval_every, no_tune, timeout)
         with _progress(quiet) as progress:
             results = compare(cfg, names, seed_list, progress)
         _finish(results, cfg.out_dir, results[0].scenario, f"{scenario}, seeds {seeds}")
@@ -539,10 +310,10 @@ def leaderboard(
         if fmt == "csv":
             out.print(table.to_csv(index=False), markup=False, highlight=False, soft_wrap=True)
         else:
-            out.print(_leaderboard_rich(table, f"{directory} (mean ± 95% CI over seeds)"))
+            out.print(tables.leaderboard_rich(table, f"{directory} (mean ± 95% CI over seeds)"))
             drops, unpaired = oracle_drops(runs), unpaired_oracle_runs(runs)
             if not drops.empty or not unpaired.empty:
-                out.print(_oracle_rich(drops, unpaired))
+                out.print(tables.oracle_rich(drops, unpaired))
         err.print(f"wrote {csv_path} and {md_path}")
 
 

@@ -118,29 +118,6 @@ def _coerce(value: Any, tp: Any, name: str, what: str) -> Any:
     return value
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '0,2,5' -> [0, 2, 5]; '3' -> [3]: sorted, each once, every seed in
-    [0, SEED_MAX], at most MAX_SEEDS of them (checked before a range is expanded)."""
-    seeds: set[int] = set()
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        try:
-            first = int(lo)
-            last = int(hi) if sep else first
-        except ValueError:
-            raise HarnessError(
-                f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,2") from None
-        if not (0 <= first <= SEED_MAX and 0 <= last <= SEED_MAX):
-            raise HarnessError(f"--seeds {text!r}: seeds must be integers from 0 to {SEED_MAX}")
-        if last < first:
-            raise HarnessError(f"--seeds {text!r}: a range runs low to high, e.g. {last}-{first}")
-        if len(seeds) + (last - first + 1) > MAX_SEEDS:
-            raise HarnessError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds per command; "
-                               "split the seeds over several commands")
-        seeds.update(range(first, last + 1))
-    return sorted(seeds)
-
-
 def check_seed(seed: int) -> int:
     """`seed`, unless it lies outside [0, SEED_MAX] (HarnessError)."""
     if not 0 <= seed <= SEED_MAX:

@@ -110,6 +110,29 @@ def _accuracy(W: Tensor, b: Tensor, f: Tensor, y: Tensor) -> Tensor:
     return ((f @ W.T + b).argmax(dim=1) == y).float()
 
 
+def _records(R: Tensor, R0: Tensor, R_train: Tensor, final: Tensor, finite: Tensor,
+             prequential: np.ndarray, preq_exp: np.ndarray, y_test: Tensor,
+             experiences: Sequence[Experience], C: int, wall: float) -> list[StreamRecord]:
+    """One StreamRecord per rate; a rate whose head went non-finite gets NaN scores."""
+    counts = torch.bincount(y_test, minlength=C).float()
+    records = []
+    for k in range(len(R)):
+        if not finite[k]:
+            R[k], R_train[k], final[k] = float("nan"), float("nan"), float("nan")
+        correct = torch.bincount(y_test, weights=final[k], minlength=C)
+        per_class = torch.where(counts > 0, correct / counts.clamp(min=1), torch.nan).numpy()
+        records.append(StreamRecord(
+            R=R[k].double().numpy(), R0=R0[k].double().numpy(),
+            R_train=R_train[k].cpu().double().numpy(),
+            test_sizes=np.array([e.n_test for e in experiences]),
+            train_sizes=np.array([e.n_train for e in experiences]),
+            prequential=prequential[k], prequential_exp=preq_exp,
+            per_class_test=per_class, final_test_scores=final[k].numpy(), wall_s=wall,
+            samples=sum(e.n_train for e in experiences), task="classification",
+        ))
+    return records
+
+
 def head_sgd_sweep(
     features: Callable[[Tensor], Tensor],
     experiences: Sequence[Experience],
@@ -140,16 +163,14 @@ def head_sgd_sweep(
     dev = torch.device(device)
     T, C, L = len(experiences), spec.n_outputs, len(lrs)
     f_train = [batched(features, e.x.to(dev)) for e in experiences]
-    f_test = [batched(features, e.x_test.to(dev)) for e in experiences]
     y_train = [e.y.to(dev) for e in experiences]
-    y_test = [e.y_test.to(dev) for e in experiences]
-    D = f_train[0].shape[1]
-    W = torch.zeros(L, C, D, device=dev)
+    ft_all = torch.cat([batched(features, e.x_test.to(dev)) for e in experiences])
+    yt_all = torch.cat([e.y_test.to(dev) for e in experiences])
+    W = torch.zeros(L, C, f_train[0].shape[1], device=dev)
     b = torch.zeros(L, C, device=dev)
     lr = torch.tensor(list(lrs), dtype=torch.float32, device=dev)
     step = torch.func.vmap(_head_step, in_dims=(0, 0, 0, None, None))
     acc = torch.func.vmap(_accuracy, in_dims=(0, 0, None, None))
-    ft_all, yt_all = torch.cat(f_test), torch.cat(y_test)
     bounds = np.cumsum([0] + [e.n_test for e in experiences])
 
     def eval_tests() -> Tensor:  # [L, T]
@@ -161,35 +182,19 @@ def head_sgd_sweep(
     R = torch.zeros(L, T, T)
     R0 = eval_tests().cpu()
     preq: list[Tensor] = []
-    preq_exp: list[np.ndarray] = []
     with torch.no_grad():
         for i, e in enumerate(experiences):
             bs = e.batch_size
             for s in range(0, e.n_train, bs):
                 W, b, hits = step(W, b, lr, f_train[i][s : s + bs], y_train[i][s : s + bs])
                 preq.append(hits.cpu())
-            preq_exp.append(np.full(e.n_train, i, dtype=np.int64))
             R[:, i] = eval_tests().cpu()
         R_train = torch.stack([acc(W, b, f, y).mean(dim=1) for f, y in zip(f_train, y_train,
                                                                            strict=True)], dim=1)
         final = acc(W, b, ft_all, yt_all).cpu()
         finite = (torch.isfinite(W).flatten(1).all(1) & torch.isfinite(b).all(1)).cpu()
     prequential = torch.cat(preq, dim=1).numpy() if preq else np.zeros((L, 0))
-    counts = torch.bincount(yt_all.cpu(), minlength=C).float()
-    wall = (time.perf_counter() - t0) / max(L, 1)
-    records = []
-    for k in range(L):
-        if not finite[k]:
-            R[k], R_train[k], final[k] = float("nan"), float("nan"), float("nan")
-        correct = torch.bincount(yt_all.cpu(), weights=final[k], minlength=C)
-        per_class = torch.where(counts > 0, correct / counts.clamp(min=1), torch.nan).numpy()
-        records.append(StreamRecord(
-            R=R[k].double().numpy(), R0=R0[k].double().numpy(),
-            R_train=R_train[k].cpu().double().numpy(),
-            test_sizes=np.array([e.n_test for e in experiences]),
-            train_sizes=np.array([e.n_train for e in experiences]),
-            prequential=prequential[k], prequential_exp=np.concatenate(preq_exp),
-            per_class_test=per_class, wall_s=wall, samples=sum(e.n_train for e in experiences),
-            task="classification",
-        ))
-    return records
+    preq_exp = np.concatenate([np.full(e.n_train, i, dtype=np.int64)
+                               for i, e in enumerate(experiences)])
+    return _records(R, R0, R_train, final, finite, prequential, preq_exp, yt_all.cpu(),
+                    experiences, C, (time.perf_counter() - t0) / max(L, 1))

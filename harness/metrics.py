@@ -14,6 +14,7 @@ Python floats.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
@@ -36,6 +37,7 @@ __all__ = [
     "per_experience_final",
     "relative_drop",
     "summarize",
+    "t_ci95_half_width",
 ]
 
 
@@ -191,12 +193,33 @@ def mean_ci95(values) -> tuple[float, float, int]:
     Returns:
         (mean, half_width, n); half_width is nan for n == 1.
     """
+    return _mean_and_half(values, lambda sd, n: float(t_ci95_half_width(sd, n)))
+
+
+def _mean_and_half(values, half: Callable[[float, int], float]) -> tuple[float, float, int]:
+    """(mean, half(sd, n), n) of a non-empty finite vector; the half-width is nan for n == 1."""
     v = _vector(values, "values")
     n = v.size
     if n == 1:
         return float(v[0]), math.nan, 1
-    half = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n)
-    return float(v.mean()), float(half), n
+    return float(v.mean()), half(v.std(ddof=1), n), n
+
+
+def t_ci95_half_width(sd, n) -> np.ndarray:
+    """Half-width of the Student-t 95% confidence interval of a mean, elementwise over arrays
+    (or scalars) of sample standard deviations `sd` (ddof=1) and sample sizes `n`.
+
+    Formula: t_{0.975, n-1} * sd / sqrt(n); NaN where n < 2.
+
+    Returns:
+        A float array shaped like `n` (0-d for scalars); `sd` has the same shape.
+    """
+    n = np.asarray(n, dtype=float)
+    sd = np.asarray(sd, dtype=float)
+    ok = n >= 2
+    half = np.full(n.shape, np.nan)
+    half[ok] = stats.t.ppf(0.975, n[ok] - 1) * sd[ok] / np.sqrt(n[ok])
+    return half
 
 
 def mean_ci95_normal(values) -> tuple[float, float, int]:
@@ -207,11 +230,7 @@ def mean_ci95_normal(values) -> tuple[float, float, int]:
     Returns:
         (mean, half_width, n); half_width is nan for n == 1.
     """
-    v = _vector(values, "values")
-    n = v.size
-    if n == 1:
-        return float(v[0]), math.nan, 1
-    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(n)), n
+    return _mean_and_half(values, lambda sd, n: float(1.96 * sd / math.sqrt(n)))
 
 
 def mse_final(M) -> float:
@@ -306,3 +325,30 @@ def summarize(R, R0, sizes, hits_or_errors, task: str) -> dict[str, float]:
             "mse_increase": mse_increase(R),
         }
     raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+
+
+
+def group_metrics(hits, groups) -> dict[str, tuple[float, int]]:
+    """Per-group (e.g. per-video) accuracy from per-sample hits on the held-out samples.
+
+    Formulas, over the G groups present, with acc_g the fraction of group g's samples
+    classified correctly:
+      - `acc_sequence_macro` = (1/G) sum_g acc_g (every video counts equally, however long);
+      - `acc_sequence_majority` = (1/G) sum_g [acc_g > 0.5] (a video-level decision by a
+        majority of correct frames).
+    Computed in float32 with torch, as the scenario's stream is.
+
+    Returns:
+        name -> (value, G).
+    """
+    import torch  # noqa: PLC0415  (the rest of this module is numpy only)
+
+    h = torch.as_tensor(np.asarray(hits)).float().flatten()
+    ids = torch.as_tensor(np.asarray(groups)).long().flatten()
+    if len(h) != len(ids):
+        raise ValueError(f"{len(h)} hits but {len(ids)} group ids")
+    uniq, inv = torch.unique(ids, return_inverse=True)
+    n = len(uniq)
+    per = torch.zeros(n).index_add_(0, inv, h) / torch.bincount(inv, minlength=n).float()
+    return {"acc_sequence_macro": (float(per.mean()), n),
+            "acc_sequence_majority": (float((per > 0.5).float().mean()), n)}

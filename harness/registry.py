@@ -14,8 +14,6 @@ import dataclasses
 import difflib
 import importlib
 import inspect
-import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +36,20 @@ class Entry:
     the leaderboard pairs the two by that name for the relative drop."""
     defaults: tuple[tuple[str, Any], ...] = ()
     """Config values fixed by the id itself (e.g. the class of a user's learner)."""
+    cls: type | None = None
+    """The config class itself, for one made at run time (a user learner's `Config`)."""
+
+    def presets(self) -> dict[str, dict[str, Any]]:
+        """The config's named presets (`HasPresets`), {} when it declares none."""
+        from harness.capabilities import HasPresets  # noqa: PLC0415
+
+        cls = self.config_class()
+        # A class object satisfies the protocol when it declares the class attribute.
+        return cls.PRESETS if isinstance(cls, HasPresets) else {}
 
     def config_class(self) -> type:
+        if self.cls is not None:
+            return self.cls
         module, _, name = self.config.partition(":")
         try:
             return getattr(importlib.import_module(module), name)
@@ -86,49 +96,52 @@ USER_LEARNER = ("module:Class must name a learner class (with predict() and obse
 
 
 def _is_config(cls: type) -> bool:
-    return dataclasses.is_dataclass(cls) and callable(getattr(cls, "build", None))
+    from harness.capabilities import Buildable  # noqa: PLC0415
+
+    return dataclasses.is_dataclass(cls) and isinstance(cls, Buildable)
 
 
 def user_learner_class(target: str) -> type:
     """The class a `module:Class` learner names, checked before anything calls it: a learner
-    class (called as `Class(spec)`) or a learner config dataclass (`build(ctx)`). Importing the
-    module runs its code, as `python -m` would."""
+    class (called as `Class(spec)`, or `Class(spec, config)` when it declares `Config`) or a
+    learner config dataclass (`build(ctx)`)."""
+    from harness.protocol import Learner  # noqa: PLC0415
+    from harness.user_learners import import_target  # noqa: PLC0415
+
     module, _, name = target.partition(":")
     if not (name.isidentifier() and all(p.isidentifier() for p in module.split("."))):
         raise HarnessError(f"learner {target!r}: write a learner id or module:Class, e.g. "
                            "my_learners.toy:Linear (see `harness list learners`)")
-    if os.getcwd() not in sys.path:  # like `python -m`: a module in the current folder imports
-        sys.path.append(os.getcwd())
-    try:
-        obj = getattr(importlib.import_module(module), name)
-    except (Exception, SystemExit) as e:  # the module's code may raise anything
-        why = (f"{type(e).__name__}: {e}" if not isinstance(e, SystemExit)
-               else f"its code called sys.exit({e.code!r})")
-        raise HarnessError(f"cannot import {target!r} ({why}); is the module on PYTHONPATH and "
-                           "the class name right?") from None
+    obj = import_target(target)
     if not inspect.isclass(obj):
         raise HarnessError(f"learner {target!r} is a {type(obj).__name__}, not a class; "
                            f"{USER_LEARNER}")
-    is_learner = all(callable(getattr(obj, m, None)) for m in ("predict", "observe"))
-    if not (_is_config(obj) or is_learner):
+    # A class object satisfies a protocol of methods when it defines them.
+    if not (_is_config(obj) or isinstance(obj, Learner)):
         raise HarnessError(f"learner {target!r} is a class without predict() and observe() or "
                            f"build(); {USER_LEARNER}")
     return obj
 
 
+BOTH = ("classification", "regression")
+
+
 def get_learner(name: str) -> Entry:
     """The entry for `name`; `module:Class` names a user's own learner class (see
-    harness.check) or learner config, imported and checked here, before any use."""
+    harness.user_learners) or learner config, imported and checked here, before any use."""
     if ":" in name and name not in LEARNERS and not name.startswith("avalanche:"):
+        from harness.capabilities import ConfigurableLearner  # noqa: PLC0415
+        from harness.user_learners import config_for  # noqa: PLC0415
+
         cls = user_learner_class(name)
-        if not _is_config(cls):
-            return Entry(id=name, config="harness.check:UserLearnerConfig",
-                         summary="user learner", tasks=("classification", "regression"),
-                         defaults=(("target", name),))
-        # A config class: the tasks of a registered entry of it, else both.
-        tasks = next((e.tasks for e in LEARNERS.values() if e.config == name),
-                     ("classification", "regression"))
-        return Entry(id=name, config=name, summary="user learner config", tasks=tasks)
+        if _is_config(cls):  # the tasks of a registered entry of it, else both
+            tasks = next((e.tasks for e in LEARNERS.values() if e.config == name), BOTH)
+            return Entry(id=name, config=name, summary="user learner config", tasks=tasks)
+        if isinstance(cls, ConfigurableLearner):
+            return Entry(id=name, config=name, summary="user learner with a config",
+                         tasks=BOTH, cls=config_for(cls, name))
+        return Entry(id=name, config="harness.user_learners:UserLearnerConfig",
+                     summary="user learner", tasks=BOTH, defaults=(("target", name),))
     if name.startswith("avalanche:"):
         return Entry(id=name, config="baselines.avalanche_adapter:AvalancheConfig",
                      summary="Avalanche strategy through the adapter",
@@ -149,7 +162,7 @@ def make_config(entry: Entry, preset: str | None, overrides: dict[str, Any]) -> 
     from harness.config import apply_overrides
 
     cls = entry.config_class()
-    presets: dict[str, dict] = getattr(cls, "PRESETS", {})
+    presets = entry.presets()
     values: dict[str, Any] = dict(entry.defaults)
     if preset is not None and presets:
         if preset not in presets:

@@ -44,6 +44,13 @@ COLUMNS = [
 ]
 """Columns of every run CSV, in order (the leaderboard reads the same list)."""
 
+REQUIRED_COLUMNS = tuple(COLUMNS[: COLUMNS.index("wall_s") + 1])
+"""Columns every run CSV has; those after `wall_s` came with schema 2 and may be absent."""
+NUMERIC_COLUMNS = ("value", "seed", "n", "wall_s")
+"""The numeric columns; every other column is text, even when it looks like a number."""
+PROVENANCE_COLUMNS = ("harness_version", "git_sha", "torch_version", "device")
+"""What made a row: the harness, its commit, torch and the device."""
+
 STATUSES = ("ok", "partial", "failed", "diverged", "timed_out")
 """ok: finished; partial: finished on a meta-training stopped early (its metrics are real but
 belong to another, shorter recipe); failed / diverged / timed_out: no metrics."""

@@ -9,13 +9,14 @@ before any training. A learner gets inputs and labels of the current batch only.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from harness.capabilities import Resettable, TaskAware
 from harness.config import Progress
 from harness.errors import DivergedError, LearnerError
 from harness.protocol import Experience, Learner, ScenarioSpec
@@ -48,6 +49,9 @@ class StreamRecord:
     """[P, T]: per-experience test score at each `eval_every` point."""
     per_class_test: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Classification: final test accuracy per class label (NaN for absent labels)."""
+    final_test_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Per test sample, all experiences in order: hit or squared error after the stream (what
+    per-group metrics such as per-video accuracy are computed from)."""
     wall_s: float = 0.0
     samples: int = 0
     task: str = "classification"
@@ -103,6 +107,46 @@ def _mean(t: Tensor) -> float:
     return float(t.mean()) if len(t) else float("nan")
 
 
+class _Log:
+    """What the stream loop accumulates: prequential scores and the `eval_every` curve."""
+
+    def __init__(self, total: int) -> None:
+        self.preq = torch.zeros(total)
+        self.preq_exp = np.zeros(total, dtype=np.int64)
+        self.curve_s: list[int] = []
+        self.curve: list[np.ndarray] = []
+        self.seen = 0
+
+
+def _set_task(learner: Learner, exp: Experience) -> None:
+    if not isinstance(learner, TaskAware):
+        raise LearnerError("this scenario grants task ids: the learner needs "
+                           "set_task(task_id) (harness.capabilities.TaskAware)")
+    learner.set_task(exp.task_id)
+
+
+def _train_on(learner: Learner, exp: Experience, i: int, spec: ScenarioSpec, device: str,
+              log: _Log, eval_every: int, eval_tests: Callable[[], np.ndarray],
+              progress: Progress | None, phase: str) -> None:
+    """One experience's batches, each predicted (the prequential score) then observed."""
+    total = len(log.preq)
+    for x, y in exp:
+        x, y = x.to(device), y.to(device)
+        b, seen = len(x), log.seen
+        with torch.no_grad():
+            # A clone, so a learner cannot keep or alter the runner's copy of the stream.
+            out = _check_output(learner.predict(x.clone()), b, spec, "predict")
+        log.preq[seen : seen + b] = _score(out, y, spec.task).cpu()
+        log.preq_exp[seen : seen + b] = i
+        learner.observe(x.clone(), y.clone())
+        log.seen = seen + b
+        if eval_every and log.seen // eval_every > seen // eval_every:
+            log.curve_s.append(log.seen)
+            log.curve.append(eval_tests())
+        if progress is not None:
+            progress(phase, log.seen, total, {})
+
+
 def run_stream(
     learner: Learner,
     experiences: Sequence[Experience],
@@ -117,8 +161,6 @@ def run_stream(
     T = len(experiences)
     if T == 0:
         raise ValueError("run_stream needs at least one experience")
-    task = spec.task
-
     last: list[Tensor] = []
 
     def eval_tests() -> np.ndarray:
@@ -128,46 +170,27 @@ def run_stream(
     t0 = time.perf_counter()
     R = np.full((T, T), np.nan)
     R0 = eval_tests()
-    total = sum(e.n_train for e in experiences)
-    preq = torch.zeros(total)
-    preq_exp = np.zeros(total, dtype=np.int64)
-    curve_s: list[int] = []
-    curve: list[np.ndarray] = []
-    seen = 0
+    log = _Log(sum(e.n_train for e in experiences))
     _set_mode(learner, True)
     for i, exp in enumerate(experiences):
         if spec.task_ids:
-            learner.set_task(exp.task_id)  # type: ignore[attr-defined]
-        for x, y in exp:
-            x, y = x.to(device), y.to(device)
-            b = len(x)
-            with torch.no_grad():
-                # A clone, so a learner cannot keep or alter the runner's copy of the stream.
-                out = _check_output(learner.predict(x.clone()), b, spec, "predict")
-            preq[seen : seen + b] = _score(out, y, task).cpu()
-            preq_exp[seen : seen + b] = i
-            learner.observe(x.clone(), y.clone())
-            prev, seen = seen, seen + b
-            if eval_every and seen // eval_every > prev // eval_every:
-                curve_s.append(seen)
-                curve.append(eval_tests())
-            if progress is not None:
-                progress(phase, seen, total, {})
+            _set_task(learner, exp)
+        _train_on(learner, exp, i, spec, device, log, eval_every, eval_tests, progress, phase)
         R[i] = eval_tests()
     R_train = np.array([_mean(evaluate(learner, e.x, e.y, spec, device)) for e in experiences])
     per_class = np.zeros(0)
-    if task == "classification":  # from the final evaluation's hits, not a new pass
+    if spec.task == "classification":  # from the final evaluation's hits, not a new pass
         per_class = _per_class_accuracy(torch.cat([e.y_test for e in experiences]),
                                         torch.cat(last), spec.n_outputs)
     return StreamRecord(
         R=R, R0=R0, R_train=R_train,
         test_sizes=np.array([e.n_test for e in experiences]),
         train_sizes=np.array([e.n_train for e in experiences]),
-        prequential=preq.numpy(), prequential_exp=preq_exp,
-        curve_samples=np.array(curve_s, dtype=np.int64),
-        curve_scores=np.array(curve) if curve else np.zeros((0, T)),
-        per_class_test=per_class,
-        wall_s=time.perf_counter() - t0, samples=seen, task=task,
+        prequential=log.preq.numpy(), prequential_exp=log.preq_exp,
+        curve_samples=np.array(log.curve_s, dtype=np.int64),
+        curve_scores=np.array(log.curve) if log.curve else np.zeros((0, T)),
+        per_class_test=per_class, final_test_scores=torch.cat(last).numpy(),
+        wall_s=time.perf_counter() - t0, samples=log.seen, task=spec.task,
     )
 
 
@@ -199,12 +222,13 @@ def run_episodes(
     Each episode is an Experience whose training stream is the support set and whose test
     set is the query set. The learner must implement `reset()`.
     """
-    if not hasattr(learner, "reset"):
-        raise LearnerError("episodic scenarios need a learner with reset(); add one")
+    if not isinstance(learner, Resettable):
+        raise LearnerError("episodic scenarios need a learner with reset(); add one "
+                           "(harness.capabilities.Resettable)")
     t0 = time.perf_counter()
     scores = np.zeros(len(episodes))
     for k, ep in enumerate(episodes):
-        learner.reset()  # type: ignore[attr-defined]
+        learner.reset()
         _set_mode(learner, True)
         for x, y in ep:
             learner.observe(x.to(device, copy=True), y.to(device, copy=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -78,3 +80,36 @@ class Crashing(Linear):
 
     def observe(self, x: Tensor, y: Tensor) -> None:
         raise RuntimeError("boom")
+
+
+@dataclass
+class LinearConfig:
+    """The hyper-parameters of `Configured`: `--set` reaches them, the lr search tunes `lr`."""
+
+    lr: float = 0.05
+    """SGD learning rate (chosen on the validation streams unless set)."""
+    momentum: float = 0.0
+    """SGD momentum, in [0, 1)."""
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and 0 <= self.momentum < 1):
+            raise ValueError(f"lr must be > 0 and momentum in [0, 1), got {self.lr}, "
+                             f"{self.momentum}")
+
+
+class Configured(Linear):
+    """`Linear` with a config dataclass: built as `Configured(spec, config)`."""
+
+    Config = LinearConfig
+
+    def __init__(self, spec: ScenarioSpec, config: LinearConfig) -> None:
+        super().__init__(spec, lr=config.lr)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=config.lr,
+                                   momentum=config.momentum)
+
+
+class Misspelled(Linear):
+    """Declares `describ` where the capability is `describe`: `harness check` names it."""
+
+    def describ(self) -> dict[str, str]:
+        return {"note": "never read"}

@@ -1,6 +1,6 @@
 """What every scenario family builds: a plain, re-iterable scenario object (docs/design.md D2).
 
-A scenario family is a dataclass config with `build(seed, data_dir) -> BuiltScenario` (or a
+A scenario family is a dataclass config with `build(seed, data_dir, cache_dir) -> BuiltScenario` (or a
 subclass with extra published attributes). Everything in it is a deterministic function of the
 config and the seed; its `stream_hash` lets results prove that two learners saw the same data.
 """

@@ -246,7 +246,8 @@ class OmniglotFewShotConfig:
     def __post_init__(self) -> None:
         _check_image_episodes(self, max_ways=59, per_class=20, max_size=105, what="Omniglot")
 
-    def build(self, seed: int, data_dir: Path | None = None) -> FewShotScenario:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> FewShotScenario:
         from scenarios.omniglot import (
             SCORED_CHAR_IDS,
             SHA256,
@@ -320,7 +321,8 @@ class MiniImageNetFewShotConfig:
     def __post_init__(self) -> None:
         _check_image_episodes(self, max_ways=16, per_class=600, max_size=512, what="MiniImageNet")
 
-    def build(self, seed: int, data_dir: Path | None = None) -> FewShotScenario:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> FewShotScenario:
         from scenarios.miniimagenet_data import load_miniimagenet
 
         s = self.image_size
@@ -452,7 +454,8 @@ class SinusoidFewShotConfig:
             raise ValueError(f"test_steps_grid must be >= 0 step counts, got "
                              f"{self.test_steps_grid!r}")
 
-    def build(self, seed: int, data_dir: Path | None = None) -> FewShotScenario:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> FewShotScenario:
         shots_all = sorted({*self.eval_shots, self.shots})
         kmax = shots_all[-1]
         amp, phase, x, xq = sinusoid_episodes(self.test_episodes, kmax, self.queries,

@@ -164,7 +164,8 @@ class SplitMiniImageNetConfig:
                     "meta_train_per_class", "batch_size", ge=1)
         check_range(self, "image_size", ge=8, le=512)
 
-    def build(self, seed: int, data_dir: Path | None = None) -> SplitMiniImageNet:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size
         train = _load("train", data_dir, s, self.split_dir)
         val = _load("val", data_dir, s, self.split_dir)
@@ -242,7 +243,8 @@ class SplitMiniImageNetCILConfig:
         check_range(self, "test_per_class", "n_val_experiences", "batch_size", ge=1)
         check_range(self, "image_size", ge=8, le=512)
 
-    def build(self, seed: int, data_dir: Path | None = None) -> SplitMiniImageNet:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size
         parts = [_load(p, data_dir, s, self.split_dir) for p in ("train", "val", "test")]
         per = parts[0].images.shape[1]

@@ -288,7 +288,8 @@ class OmniglotStreamConfig:
             ))
         return exps, tuple(chosen.tolist())
 
-    def build(self, seed: int, data_dir: Path | None = None) -> OmniglotStream:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> OmniglotStream:
         """The stream for `seed`. `data_dir`: a folder with the same (checksummed) files."""
         root = None
         if data_dir is not None:

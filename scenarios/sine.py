@@ -126,7 +126,8 @@ class SineIncrementalConfig:
         check_range(self, "n_functions", ge=1, le=100)
         check_range(self, "samples_per_function", "batch_size", "test_points", ge=1, le=100_000)
 
-    def build(self, seed: int, data_dir: Path | None = None) -> SineIncremental:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> SineIncremental:
         """The stream for `seed` (`data_dir` is unused: the data is generated)."""
         sizes = (self.samples_per_function, self.batch_size, self.test_points)
         g = generator(seed)

@@ -108,7 +108,8 @@ class SyntheticStreamConfig:
             ))
         return exps
 
-    def build(self, seed: int, data_dir: Path | None = None) -> BuiltScenario:
+    def build(self, seed: int, data_dir: Path | None = None,
+              cache_dir: Path | None = None) -> BuiltScenario:
         """The stream for `seed` (`data_dir` is unused: the data is generated)."""
         shape = (self.channels, self.size, self.size)
         experiences = self._stream(

@@ -38,8 +38,9 @@ scored stream.
 
 Pre-training pool (`meta_train`, for `pretrain`/`slda`-style learners): Omniglot background
 characters, classes disjoint from any video (Stream-51 pre-trains on ImageNet); `pretrain_pool=
-none` drops it. Per-video metrics: `VideoFrames.extra_metrics(learner)` gives
-`acc_sequence_macro` and `acc_sequence_majority` over the held-out frames (`sequence_metrics`).
+none` drops it. Per-video metrics: `VideoFrames.test_groups` names the video of every held-out
+frame, from which the harness reports `acc_sequence_macro` and `acc_sequence_majority`
+(`harness.metrics.group_metrics`).
 """
 
 from __future__ import annotations
@@ -441,26 +442,6 @@ def split_held_out(
     return np.flatnonzero(train), np.flatnonzero(test)
 
 
-def sequence_metrics(hits: Tensor, sequence_ids: Tensor) -> dict[str, tuple[float, int]]:
-    """Per-video (per-sequence) accuracy from per-frame hits on the held-out frames.
-
-    Returns name -> (value, n sequences):
-      - `acc_sequence_macro`: mean over sequences of the fraction of its frames classified
-        correctly (every video counts equally, however long);
-      - `acc_sequence_majority`: fraction of sequences with more than half of their frames
-        classified correctly (a video-level decision by majority vote of correct frames).
-    """
-    hits = hits.float().flatten()
-    ids = sequence_ids.long().flatten()
-    if len(hits) != len(ids):
-        raise ValueError(f"{len(hits)} hits but {len(ids)} sequence ids")
-    uniq, inv = torch.unique(ids, return_inverse=True)
-    n = len(uniq)
-    per = torch.zeros(n).index_add_(0, inv, hits) / torch.bincount(inv, minlength=n).float()
-    return {"acc_sequence_macro": (float(per.mean()), n),
-            "acc_sequence_majority": (float((per > 0.5).float().mean()), n)}
-
-
 # -- the scenario -----------------------------------------------------------------------------
 
 
@@ -484,18 +465,11 @@ class VideoFrames(BuiltScenario):
         """Short name that separates results of different orderings (e.g. on a leaderboard)."""
         return self.ordering
 
-    def extra_metrics(self, learner: Any, device: str = "cpu") -> dict[str, tuple[float, int]]:
-        """Per-video metrics of `learner` now (after the stream): see `sequence_metrics`.
-
-        Called by the experiment after `run_stream`; evaluates every held-out frame once,
-        in eval mode and without gradients (harness.runner.evaluate).
-        """
-        from harness.runner import evaluate  # noqa: PLC0415
-
-        x = torch.cat([e.x_test for e in self.experiences])
-        y = torch.cat([e.y_test for e in self.experiences])
-        hits = evaluate(learner, x, y, self.spec, device)
-        return sequence_metrics(hits, torch.cat(list(self.test_sequence_ids)))
+    @property
+    def test_groups(self) -> Tensor:
+        """The sequence id of every held-out frame over all scored experiences, in order: the
+        harness reports per-video accuracy from them (`harness.metrics.group_metrics`)."""
+        return torch.cat(list(self.test_sequence_ids))
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_corrupt_or_missing_data_file_exits_2_naming_the_file(tmp_path: Path) ->
 
 
 def test_set_accepts_several_pairs_separated_by_commas() -> None:
-    from harness.cli import _parse_sets
+    from harness.cli_inputs import parse_sets as _parse_sets
 
     assert _parse_sets(["ways=5,shots=1"]) == {"ways": "5", "shots": "1"}
     assert _parse_sets(["lr_grid=1e-3,1e-2"]) == {"lr_grid": "1e-3,1e-2"}
@@ -162,7 +162,7 @@ def test_leaderboard_table_tells_two_configs_of_one_learner_apart() -> None:
     import pandas as pd
     from rich.console import Console
 
-    from harness.cli import _leaderboard_rich
+    from harness.cli_tables import leaderboard_rich as _leaderboard_rich
 
     table = pd.DataFrame({
         "rank": [1, 2, 3], "learner": ["maml", "maml", "anil"], "preset": ["quick"] * 3,
@@ -188,7 +188,7 @@ def test_leaderboard_table_marks_meta_training_stopped_by_a_time_limit() -> None
     import pandas as pd
     from rich.console import Console
 
-    from harness.cli import _leaderboard_rich
+    from harness.cli_tables import leaderboard_rich as _leaderboard_rich
 
     table = pd.DataFrame({
         "rank": [1, 2, 3], "learner": ["maml", "maml++", "anil"], "preset": ["paper"] * 3,

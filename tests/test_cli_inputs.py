@@ -287,7 +287,7 @@ TRICKY = ["", "inf", "-inf", "nan", "1e999", "-1e999", "1e-5", "1.5", "0", "-1",
 
 def _few_seeds(text: str) -> bool:
     """Invalid, or at most two seeds (a valid draw must stay cheap)."""
-    from harness.config import parse_seeds
+    from harness.cli_inputs import parse_seeds
 
     try:
         return len(parse_seeds(text)) <= 2

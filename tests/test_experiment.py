@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from harness import metrics
+from harness.cli_inputs import parse_seeds
 from harness.errors import HarnessError
-from harness.experiment import RunConfig, compare, execute, parse_seeds
+from harness.experiment import RunConfig, compare, execute
 from harness.results import COLUMNS
 
 SMALL = {"n_classes": "4", "train_per_class": "10", "test_per_class": "5"}
@@ -78,9 +79,6 @@ def test_pretraining_is_cached_and_reused(tmp_path: Path) -> None:
     ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))
     assert len(ckpts) == 1 and ckpts[0].with_suffix(".json").exists()
     assert first.metrics["meta_train_s"] > 0
-    from harness import experiment
-
-    experiment._MEMO.clear()  # a new process would start with an empty memo
     mtime = ckpts[0].stat().st_mtime
     second = execute(_cfg(tmp_path, "ncm"))
     assert ckpts[0].stat().st_mtime == mtime  # loaded, not retrained
@@ -156,11 +154,7 @@ def test_wrong_task_and_seed_parsing(tmp_path: Path) -> None:
 
 
 def test_learners_on_the_same_pretrained_backbone_share_one_checkpoint(tmp_path: Path) -> None:
-    from harness import experiment
-
-    experiment._MEMO.clear()
     execute(_cfg(tmp_path, "ncm"))
-    experiment._MEMO.clear()
     slda = execute(_cfg(tmp_path, "slda"))
     assert len(list((tmp_path / "cache" / "checkpoints").glob("*.safetensors"))) == 1
     cfg = json.loads(slda.csv_path.with_suffix(".json").read_text())
@@ -202,3 +196,15 @@ def test_gpu_provenance_says_whether_tf32_convolutions_were_on(monkeypatch) -> N
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert provenance("cuda")["device"] == "cuda:Fake GPU (tf32 conv off)"
     assert provenance("cpu")["device"].startswith("cpu:")
+
+
+def test_the_prepared_memo_is_bounded_and_keeps_the_most_recent() -> None:
+    from harness.prepare import Prepared, PreparedMemo
+
+    memo = PreparedMemo(size=2)
+    a, b, c = (Prepared(state=None, info={"k": k}) for k in "abc")
+    memo.put("a", a)
+    memo.put("b", b)
+    assert memo.get("a") is a  # a is now the most recent
+    memo.put("c", c)  # evicts b, the least recently used
+    assert memo.get("b") is None and memo.get("a") is a and memo.get("c") is c

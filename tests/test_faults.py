@@ -26,10 +26,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from harness import checkpoint, experiment, fileio, results
+from harness import checkpoint, fileio, results
 from harness.cli import app
 from harness.errors import DataError
 from harness.experiment import RunConfig, execute
+from harness.portable import portable_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 import faultkit as fk  # noqa: E402
@@ -38,12 +39,6 @@ TINY = {"n_classes": "4", "train_per_class": "10", "test_per_class": "5"}
 SETS = ["--set", ",".join(f"{k}={v}" for k, v in TINY.items())]
 FAULTY = "my_learners.faulty"
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test prepares its learners anew (the memo would skip reading its checkpoints)."""
-    monkeypatch.setattr(experiment, "_MEMO", {})
 
 
 def cli(*args: str):
@@ -139,7 +134,6 @@ def test_bit_flipped_checkpoint_is_a_failed_row_naming_it(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     (ckpt,) = (cache / "checkpoints").glob("pretrained-backbone-*.safetensors")
     assert fk.flip_mantissa_bits(ckpt, every=7) > 100
-    experiment._MEMO.clear()
     res = compare(tmp_path / "second", cache, "ncm,slda,finetune")
     assert res.exit_code == 1
     want = (f"checkpoint {ckpt.name} is unreadable (its tensors do not match their checksum "
@@ -212,7 +206,7 @@ def test_each_learner_bug_is_a_failed_row_with_its_traceback(
     assert column(res.csv_path, "status") == {"failed"}
     assert set(rows(res.csv_path)) == {"failed", "wall_s", "peak_rss_mb"}
     meta = json.loads(res.csv_path.with_suffix(".json").read_text())
-    assert meta["status"] == "failed" and meta["error"] == experiment._portable_text(res.error)
+    assert meta["status"] == "failed" and meta["error"] == portable_text(res.error)
     assert meta["traceback"].startswith("Traceback (most recent call last):")
     assert not re.search(r'File "/', meta["traceback"]), "no absolute path in the file"
     assert line in meta["traceback"]
@@ -478,7 +472,6 @@ def test_a_corrupt_partial_checkpoint_fails_the_run_naming_it(tmp_path: Path) ->
             "test_episodes=5,val_episodes=2"]
 
     def run() -> object:
-        experiment._MEMO.clear()
         return cli("run", "--scenario", "sinusoid-fewshot", "--learner", "maml", "--baselines",
                    "none", "--no-tune", "--quiet", "--out", str(tmp_path / "out"),
                    "--cache-dir", str(cache), *sets)

@@ -12,7 +12,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from harness import leaderboard as lb
-from harness.cli import _leaderboard_rich, _oracle_rich, app
+from harness.cli import app
+from harness.cli_tables import leaderboard_rich as _leaderboard_rich
+from harness.cli_tables import oracle_rich as _oracle_rich
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_leaderboard import (  # noqa: E402
@@ -124,9 +126,6 @@ def test_report_writes_the_page_and_the_readme_block(tmp_path: Path) -> None:
 def test_a_time_limited_run_is_listed_as_partial_and_exits_0(tmp_path: Path) -> None:
     """A real MAML run stopped by its time limit after one of four meta-steps: kept, shown
     apart from the complete run of the same learner, never ranked."""
-    from harness import experiment
-
-    experiment._MEMO.clear()
     base = [
         "run",
         "--scenario",
@@ -146,7 +145,6 @@ def test_a_time_limited_run_is_listed_as_partial_and_exits_0(tmp_path: Path) -> 
     res = runner.invoke(app, [*base, "--set", "time_limit_s=1e-9"])
     assert res.exit_code == 0, res.output
     assert "maml seed 0 partial: meta-training stopped early" in res.stderr
-    experiment._MEMO.clear()
     res = runner.invoke(app, base)  # resumes the partial checkpoint and finishes
     assert res.exit_code == 0, res.output
     folder = tmp_path / "res" / "sinusoid-fewshot"

@@ -19,7 +19,6 @@ from harness.runner import run_stream
 from scenarios.video import (
     VideoFramesConfig,
     select_by_rate,
-    sequence_metrics,
     split_held_out,
 )
 
@@ -55,7 +54,7 @@ def test_select_by_rate_keeps_one_frame_per_interval():
 def test_sequence_metrics_golden():
     hits = torch.tensor([1, 1, 0, 0, 0, 1, 1, 1, 1, 0.0])
     ids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
-    m = sequence_metrics(hits, ids)
+    m = metrics.group_metrics(hits, ids)
     assert m["acc_sequence_macro"] == (pytest.approx((2 / 3 + 1 / 3 + 3 / 4) / 3), 3)
     assert m["acc_sequence_majority"] == (pytest.approx(2 / 3), 3)
 
@@ -211,15 +210,21 @@ def test_instance_ordering_forgets_more_than_iid(tree, cache):
     assert final["iid"] > final["instance"], final
 
 
-def test_per_sequence_metrics_of_a_learner(tree, cache):
+def test_per_sequence_metrics_come_from_the_runners_final_evaluation(tree, cache):
     sc = VideoFramesConfig(ordering="instance", image_size=8, gap=1).build(0, tree)
-    learner = _Linear(3 * 64, 3)
-    m = sc.extra_metrics(learner)
+    learner = _Linear(3 * 64, 3, lr=0.02)
+    rec = run_stream(learner, sc.experiences, sc.spec)
+    m = metrics.group_metrics(rec.final_test_scores, sc.test_groups)
     assert set(m) == {"acc_sequence_macro", "acc_sequence_majority"}
     assert m["acc_sequence_macro"][1] == 6  # six sequences
-    hits = torch.cat([(learner.predict(e.x_test).argmax(1) == e.y_test).float()
-                      for e in sc.experiences])
-    assert m == sequence_metrics(hits, torch.cat(list(sc.test_sequence_ids)))
+    # The runner's hits are those of the learner after the stream, frame by frame.
+    with torch.no_grad():
+        hits = torch.cat([(learner.predict(e.x_test).argmax(1) == e.y_test).float()
+                          for e in sc.experiences])
+    assert np.array_equal(rec.final_test_scores, hits.numpy())
+    by_hand = [float(hits[sc.test_groups == g].mean()) for g in range(6)]
+    assert m["acc_sequence_macro"][0] == pytest.approx(sum(by_hand) / 6)
+    assert m["acc_sequence_majority"][0] == pytest.approx(sum(v > 0.5 for v in by_hand) / 6)
 
 
 # -- the shipped clips (real decoding with PyAV) ----------------------------------------------
