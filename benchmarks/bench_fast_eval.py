@@ -10,7 +10,7 @@ the weights do not change the timing) through the same learning-rate sweep (the 
     recomputed at every call (predict and observe of every image, every test set at every
     experience end), as a plain implementation does. Only `--reference-lrs` of the rates are
     run (each costs the same); the sweep's time is their mean times the grid size.
-  - fast: `lr_sweep`: features computed once per image, the head-only trajectory for all 11
+  - fast: `head_sgd_sweep` on the learner's `sweep_features()`: features computed once per image, the head-only trajectory for all 11
     rates at once with torch.func.vmap (`harness.fast_eval.head_sgd_sweep`).
 The accuracies (R, R_train, prequential hits) of every reference rate are compared with the fast
 ones; the ratio, measured in this one run, is printed and written to
@@ -29,7 +29,7 @@ from record import Printer, write
 from baselines.anml import ANMLConfig
 from harness.config import BuildContext
 from harness.experiment import LR_GRID, build_scenario
-from harness.fast_eval import FEATURES
+from harness.fast_eval import FEATURES, head_sgd_sweep
 from harness.runner import run_stream
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     grid = list(LR_GRID)
     FEATURES.clear()
     t0 = time.perf_counter()
-    fast = make(grid[0]).lr_sweep(exps, spec, grid)
+    fast = head_sgd_sweep(make(grid[0]).sweep_features(), exps, spec, grid)
     t_fast = time.perf_counter() - t0
 
     say = Printer()

@@ -21,6 +21,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from harness import cli_inputs as inputs
+from harness import cli_sweep
 from harness import cli_tables as tables
 
 try:  # a typer that carries its own click (0.29): usage errors derive from TyperException
@@ -283,6 +284,75 @@ def compare_cmd(
         with _progress(quiet) as progress:
             results = compare(cfg, names, seed_list, progress)
         _finish(results, cfg.out_dir, results[0].scenario, f"{scenario}, seeds {seeds}")
+
+
+@app.command()
+def sweep(
+    grid: Annotated[Path, typer.Argument(help="Grid file (.toml): scenarios x learners x seeds "
+                                         "x presets x --set values; see docs/design.md D7.")],
+    out_dir: Annotated[str | None, typer.Option(
+        "--out", help="Results root (default: the grid's `out`, else results).")] = None,
+    cache_dir: CacheOpt = None, data_dir: DataOpt = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="serial | local | slurm | ray")] = "serial",
+    workers: Annotated[int, typer.Option("--workers", help="local: worker processes.")] = 2,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the cells, their run ids and states; run nothing.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Also run again the cells that failed, diverged or timed out."
+    )] = False,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="ray: auto or HOST:PORT of a running cluster (default: a local one)."
+    )] = None,
+    cpus: Annotated[float, typer.Option("--cpus-per-cell", help="ray/slurm: CPUs per cell.")
+                    ] = 1,
+    gpus: Annotated[float, typer.Option("--gpus-per-cell", help="ray/slurm: GPUs per cell.")
+                    ] = 0,
+    partition: Annotated[str | None, typer.Option("--partition", help="slurm: partition.")
+                         ] = None,
+    time_min: Annotated[int, typer.Option("--time-min", help="slurm: minutes per job.")] = 60,
+    cells_per_job: Annotated[int, typer.Option(
+        "--cells-per-job", help="slurm: cells run one after another in one array task.")] = 1,
+    max_running: Annotated[int, typer.Option(
+        "--max-running", help="slurm: array tasks running at once.")] = 8,
+    quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    """Run every cell of a grid that is missing; a killed sweep started again resumes."""
+    with _guard(debug):
+        from harness.experiment import RunConfig
+        from harness.sweep import load_grid, plan_cells, run_sweep
+
+        cells, options = load_grid(grid)
+        root = inputs.writable(out_dir or str(options.get("out", "results")), "--out")
+        cache = inputs.writable(cache_dir, "--cache-dir") if cache_dir is not None else None
+        base = RunConfig(scenario="", learner="", out_dir=root, cache_dir=cache,
+                         data_dir=data_dir)
+        planned = plan_cells(cells, base)
+        if dry_run:
+            out.print(cli_sweep.dry_run_table(planned))
+            return
+        slurm = {"timeout_min": time_min, "slurm_partition": partition,
+                 "cpus_per_task": max(1, int(cpus)), "gpus_per_node": int(gpus) or None}
+        ex = cli_sweep.executor_for(executor, workers, address, cpus, gpus,
+                                    root / ".sweep-logs", slurm, cells_per_job, max_running)
+        with cli_sweep.Display(err, len(planned), ex.workers, quiet) as display:
+            summary = run_sweep(planned, ex, retry_failed, display)
+        out.print(cli_sweep.summary_table(summary, planned))
+        for folder in sorted({p.csv.parent for p in planned}):
+            _show_leaderboard(folder)
+        if not summary.ok:
+            raise typer.Exit(1)
+
+
+def _show_leaderboard(folder: Path) -> None:
+    from harness.leaderboard import leaderboard_table, write_leaderboard
+
+    runs = _load_runs_warning(folder)
+    if runs.empty:
+        return
+    write_leaderboard(folder, runs)
+    out.print(tables.leaderboard_rich(leaderboard_table(runs),
+                                      f"leaderboard {folder} (mean ± 95% CI over seeds)"))
 
 
 @app.command()

@@ -29,12 +29,12 @@ from harness.measure import Measurement, measure
 from harness.portable import portable, portable_text, portable_trace
 from harness.prepare import PreparedMemo
 from harness.protocol import Scenario
-from harness.registry import get_learner, get_scenario, make_config
+from harness.registry import Entry, get_learner, get_scenario, make_config
 from harness.results import provenance, write_run
 from harness.run_config import LR_GRID, RunConfig, RunResult
 
-__all__ = ["LR_GRID", "RunConfig", "RunResult", "build_scenario", "compare", "execute",
-           "recipe_drift", "scenario_variants", "split_overrides"]
+__all__ = ["LR_GRID", "Plan", "RunConfig", "RunResult", "build_scenario", "compare", "execute",
+           "plan", "recipe_drift", "scenario_variants", "split_overrides"]
 
 
 def _outcome(e: BaseException) -> tuple[str, str]:
@@ -61,16 +61,23 @@ def _labelled(progress: Progress | None, label: str) -> Progress | None:
     return labelled
 
 
-def execute(run: RunConfig, progress: Progress | None = None, scenario: Scenario | None = None,
-            memo: PreparedMemo | None = None) -> RunResult:
-    """Run one (scenario, learner, seed) and write its results; never half-written.
+@dataclasses.dataclass
+class Plan:
+    """A run before it runs: its scenario, its config as it will run, and its id."""
 
-    Bad input raises HarnessError before anything is written. Whatever else goes wrong in the
-    learner's code (an exception, a corrupt checkpoint, a protocol violation, a divergence, the
-    time limit) is recorded as a `failed`/`diverged`/`timed_out` run with its traceback in the
-    JSON; KeyboardInterrupt propagates (finished runs are kept).
-    """
-    started, t_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    run: RunConfig
+    scenario: Scenario
+    entry: Entry
+    overrides: dict[str, str]
+    """The `--set` pairs that reach the learner."""
+    cfg: Any
+    resolved: Any
+    config_hash: str
+    run_id: str
+
+
+def plan(run: RunConfig, scenario: Scenario | None = None) -> Plan:
+    """Check a run's input and name it, without running it (HarnessError on bad input)."""
     s_entry, l_entry = get_scenario(run.scenario), get_learner(run.learner)
     s_over, l_over = split_overrides(run.overrides, s_entry.config_class(),
                                      l_entry.config_class())
@@ -82,16 +89,32 @@ def execute(run: RunConfig, progress: Progress | None = None, scenario: Scenario
     cfg = make_config(l_entry, run.preset, l_over)
     resolved = resolved_config(cfg, scenario.spec)  # a recipe edit gets a new run id
     chash = run_config_hash(resolved, scenario.params, run.tune_lr, run.lr_grid)
-    rid = run_id(run.learner, chash, run.preset, run.seed, scenario.stream_hash)
+    return Plan(run, scenario, l_entry, l_over, cfg, resolved, chash,
+                run_id(run.learner, chash, run.preset, run.seed, scenario.stream_hash))
+
+
+def execute(run: RunConfig, progress: Progress | None = None, scenario: Scenario | None = None,
+            memo: PreparedMemo | None = None) -> RunResult:
+    """Run one (scenario, learner, seed) and write its results; never half-written.
+
+    Bad input raises HarnessError before anything is written. Whatever else goes wrong in the
+    learner's code (an exception, a corrupt checkpoint, a protocol violation, a divergence, the
+    time limit) is recorded as a `failed`/`diverged`/`timed_out` run with its traceback in the
+    JSON; KeyboardInterrupt propagates (finished runs are kept).
+    """
+    started, t_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    p = plan(run, scenario)
+    scenario = p.scenario
     base = {"scenario": scenario.id, "scenario_version": scenario.version,
-            "stream_hash": scenario.stream_hash, "learner": run.learner, "config_hash": chash,
-            "preset": run.preset, "seed": run.seed, "started_at": started,
-            "meta_seed": meta_seed(resolved, run.seed), **provenance(run.device)}
+            "stream_hash": scenario.stream_hash, "learner": run.learner,
+            "config_hash": p.config_hash, "preset": run.preset, "seed": run.seed,
+            "started_at": started, "meta_seed": meta_seed(p.resolved, run.seed),
+            **provenance(run.device)}
     torch.manual_seed(run.seed)
     m, error, trace = Measurement(), "", ""
     try:
         with Deadline(run.timeout_s):
-            measure(m, run, scenario, l_entry, cfg, set(l_over),
+            measure(m, run, scenario, p.entry, p.cfg, set(p.overrides),
                     _labelled(progress, f"{run.learner} s{run.seed}"), memo)
     except KeyboardInterrupt:
         raise
@@ -101,12 +124,13 @@ def execute(run: RunConfig, progress: Progress | None = None, scenario: Scenario
         (m.status, error), trace = _outcome(e), traceback.format_exc()
     except (Exception, SystemExit, RunTimeout) as e:  # the learner's code may raise anything
         (m.status, error), trace = _outcome(e), traceback.format_exc()
-    return _write(run, scenario, rid, base, cfg, resolved, m, error, trace, t_start)
+    return _write(p, base, m, error, trace, t_start)
 
 
-def _write(run: RunConfig, scenario: Scenario, rid: str, base: dict[str, Any], cfg: Any,
-           resolved: Any, m: Measurement, error: str, trace: str, t_start: float) -> RunResult:
+def _write(p: Plan, base: dict[str, Any], m: Measurement, error: str, trace: str,
+           t_start: float) -> RunResult:
     """The run's files (a failed run keeps no metric but its status) and its result."""
+    run, scenario, rid, cfg, resolved = p.run, p.scenario, p.run_id, p.cfg, p.resolved
     if m.status in ("failed", "diverged", "timed_out"):
         m.values, m.arrays = {m.status: (1.0, 1)}, {}
     wall = time.perf_counter() - t_start

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 import harness
-from harness import checkpoint
+from harness import checkpoint, fileio
 from harness.building import build_learner, resolved_config
 from harness.capabilities import (
     EvalOnlyParams,
@@ -189,7 +189,10 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
                 f"learner {entry.id!r} needs meta-training data but scenario {scenario.id!r} "
                 "has none; pick a scenario with a meta-train split"
             )
-        state = _trained_state(entry, cfg, learner, scenario, run, path, progress, info)
+        # Workers of a sweep that need the same checkpoint: one trains it, the others wait
+        # and then load it.
+        with fileio.exclusive(path.with_suffix(".lock")):
+            state = _trained_state(entry, cfg, learner, scenario, run, path, progress, info)
         # Named by its key, never by the machine's path.
         info["checkpoint"] = (path if info.get("meta_train_complete", True) else resume).name
     prepared = Prepared(state=state, info=info)

@@ -62,7 +62,8 @@ class Entry:
             ) from e
 
 
-EXTRAS = {"av": "video", "avalanche": "avalanche", "ray": "ray", "matplotlib": "plots"}
+EXTRAS = {"av": "video", "avalanche": "avalanche", "ray": "ray", "submitit": "slurm",
+          "matplotlib": "plots"}
 """The pyproject extra that installs each optional top-level package."""
 
 
