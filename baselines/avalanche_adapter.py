@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.backbone import BackboneConfig, FeatureLearner
-from baselines.nets import eval_mode
+from baselines.networks.modules import eval_mode
 from harness.config import BuildContext, check_choice, check_range, eval_field
 from harness.errors import DivergedError, HarnessError
 
@@ -168,11 +168,6 @@ class AvalancheLearner(FeatureLearner):
     """Backbone + linear head trained by an Avalanche strategy, one `train()` per batch."""
 
     cfg: AvalancheConfig
-
-    def __init__(self, cfg: AvalancheConfig, ctx: BuildContext) -> None:
-        super().__init__(cfg, ctx, head=True)
-        self._reset_stream()
-        self._save_reset_point()
 
     def _reset_stream(self) -> None:
         # The strategy must not be a registered submodule (it holds its own model reference).

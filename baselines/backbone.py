@@ -1,7 +1,7 @@
 """What the baselines share: the backbone config, supervised pre-training, and a small base.
 
 Every baseline config inherits `BackboneConfig`, so any of them can run on pre-trained
-features (`pretrain=true`): the runner calls `meta_train(pool, budget, progress)` once, which
+features (`pretrain=true`): the harness calls `meta_train(pool, ...)` once, which
 trains the features with a temporary linear head over all meta-train pool classes and throws
 the head away.
 
@@ -13,16 +13,17 @@ never depends on the stream's number of outputs, and `load_state_dict` loads the
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.nets import eval_mode, make_backbone, seeded
+from baselines.networks.modules import eval_mode, make_backbone
+from baselines.seeding import seeded, sub_seed
+from harness.capabilities import MetaTrainReport, Validate
 from harness.config import BuildContext, Progress, check_range
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, LabeledPool, ScenarioSpec
@@ -36,7 +37,7 @@ class BackboneConfig:
     """Feature extractor and optional supervised pre-training, shared by every baseline."""
 
     backbone: str = "auto"
-    """Name in baselines.nets.BACKBONES; 'auto' = convnet-small for images, mlp for vectors."""
+    """Name in baselines.networks.BACKBONES; 'auto' = convnet-small for images, mlp for vectors."""
     width: int = 64
     """Channels (conv nets) or hidden units (mlp) of the backbone; >= 1."""
     pretrain: bool = False
@@ -52,7 +53,7 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         if not self.backbone:
-            raise ValueError("backbone must be 'auto' or a name in baselines.nets.BACKBONES")
+            raise ValueError("backbone must be 'auto' or a name in baselines.networks.BACKBONES")
         check_range(self, "width", "pretrain_epochs", ge=1)
         check_range(self, "pretrain_lr", gt=0)
         check_range(self, "pretrain_batch", ge=1)
@@ -70,11 +71,6 @@ def resolve_backbone(cfg: BackboneConfig, spec: ScenarioSpec) -> str:
     if cfg.backbone != "auto":
         return cfg.backbone
     return "convnet-small" if len(spec.input_shape) == 3 else "mlp"
-
-
-def derive_seed(seed: int, tag: str) -> int:
-    """An independent seed for one use (`tag`) of a run seed."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:7], "little")
 
 
 def pretrain(
@@ -95,49 +91,77 @@ def pretrain(
     Returns:
         The mean training loss of each epoch run.
     """
-    device = torch.device(device)
-    budget = budget or Budget()
-    with seeded(cfg.meta_seed):
-        head = nn.Linear(features.out_dim, pool.n_classes).to(device)
-    gen = torch.Generator().manual_seed(derive_seed(cfg.meta_seed, "pretrain"))
-    opt = torch.optim.Adam([*features.parameters(), *head.parameters()], lr=cfg.pretrain_lr)
-    steps, t0, losses = 0, time.perf_counter(), []
+    return Pretraining(features, pool, cfg, device, budget or Budget()).run(progress)
 
-    def spent() -> bool:
-        return bool((budget.steps and steps >= budget.steps)
-                    or (budget.seconds and time.perf_counter() - t0 >= budget.seconds))
 
-    was = features.training
-    features.train(True)
-    try:
-        with torch.enable_grad():
-            for epoch in range(cfg.pretrain_epochs):
-                order = torch.randperm(len(pool.y), generator=gen)
-                total, count = 0.0, 0
-                for i in range(0, len(order), cfg.pretrain_batch):
-                    idx = order[i : i + cfg.pretrain_batch]
-                    x, y = pool.x[idx].to(device), pool.y[idx].to(device)
-                    loss = F.cross_entropy(head(features(x)), y)
-                    if not torch.isfinite(loss):
-                        raise DivergedError(
-                            f"pre-training loss is {loss.item()} at epoch {epoch + 1}; "
-                            f"lower pretrain_lr (now {cfg.pretrain_lr})"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(idx)
-                    count, steps = count + len(idx), steps + 1
-                    if spent():
+class Pretraining:
+    """One supervised pre-training (see `pretrain`); `run` returns the epochs' mean losses and
+    `steps` counts the optimizer steps taken."""
+
+    def __init__(self, features: nn.Module, pool: LabeledPool, cfg: BackboneConfig,
+                 device: str | torch.device, budget: Budget) -> None:
+        self.features, self.pool, self.cfg, self.budget = features, pool, cfg, budget
+        self.device = torch.device(device)
+        with seeded(cfg.meta_seed):
+            self.head = nn.Linear(features.out_dim, pool.n_classes).to(self.device)
+        self.gen = torch.Generator().manual_seed(sub_seed(cfg.meta_seed, "pretrain"))
+        self.opt = torch.optim.Adam([*features.parameters(), *self.head.parameters()],
+                                    lr=cfg.pretrain_lr)
+        self.steps, self.t0 = 0, time.perf_counter()
+        self.total_steps = cfg.pretrain_epochs * -(-len(pool.y) // cfg.pretrain_batch)
+
+    def spent(self) -> bool:
+        """The budget is spent (steps or seconds)."""
+        budget = self.budget
+        return bool((budget.steps and self.steps >= budget.steps)
+                    or (budget.seconds and time.perf_counter() - self.t0 >= budget.seconds))
+
+    @property
+    def complete(self) -> bool:
+        """Every configured step was taken, or the budget's steps (not its seconds) were."""
+        return self.steps >= self.total_steps or bool(
+            self.budget.steps and self.steps >= self.budget.steps)
+
+    def run(self, progress: Progress | None) -> list[float]:
+        losses: list[float] = []
+        was = self.features.training
+        self.features.train(True)
+        try:
+            with torch.enable_grad():
+                for epoch in range(self.cfg.pretrain_epochs):
+                    losses.append(self._epoch(epoch))
+                    if progress is not None:
+                        progress("pretrain", epoch + 1, self.cfg.pretrain_epochs,
+                                 {"loss": losses[-1]})
+                    if self.spent():
                         break
-                losses.append(total / max(count, 1))
-                if progress is not None:
-                    progress("pretrain", epoch + 1, cfg.pretrain_epochs, {"loss": losses[-1]})
-                if spent():
-                    break
-    finally:
-        features.train(was)
-    return losses
+        finally:
+            self.features.train(was)
+        return losses
+
+    def _epoch(self, epoch: int) -> float:
+        """One shuffled pass over the pool (cut short when the budget is spent): its mean
+        training loss."""
+        pool, cfg, device = self.pool, self.cfg, self.device
+        order = torch.randperm(len(pool.y), generator=self.gen)
+        total, count = 0.0, 0
+        for i in range(0, len(order), cfg.pretrain_batch):
+            idx = order[i : i + cfg.pretrain_batch]
+            x, y = pool.x[idx].to(device), pool.y[idx].to(device)
+            loss = F.cross_entropy(self.head(self.features(x)), y)
+            if not torch.isfinite(loss):
+                raise DivergedError(
+                    f"pre-training loss is {loss.item()} at epoch {epoch + 1}; "
+                    f"lower pretrain_lr (now {cfg.pretrain_lr})"
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.item() * len(idx)
+            count, self.steps = count + len(idx), self.steps + 1
+            if self.spent():
+                break
+        return total / max(count, 1)
 
 
 class FeatureLearner(nn.Module):
@@ -150,11 +174,18 @@ class FeatureLearner(nn.Module):
     into a learner built with any run seed gives the same predictions. (A zero head was
     rejected: with it, tiny learning rates turn online SGD into a forgetting-free
     class-sum classifier, and lr selection picks that degenerate regime.) Subclasses set up
-    their online state in `_reset_stream()` and call `_save_reset_point()` at the end of
-    `__init__`.
+    their online state in `_reset_stream()`, which `__init__` calls last, before it saves the
+    reset point. A subclass without the linear head sets `_linear_head` False; one that
+    classifies only names itself in `_classification_only`.
     """
 
-    def __init__(self, cfg: BackboneConfig, ctx: BuildContext, head: bool) -> None:
+    _linear_head: ClassVar[bool] = True
+    _classification_only: ClassVar[str] = ""
+
+    def __init__(self, cfg: BackboneConfig, ctx: BuildContext) -> None:
+        if self._classification_only and ctx.spec.task != "classification":
+            raise HarnessError(f"{self._classification_only} is for classification scenarios; "
+                               "use finetune or replay")
         super().__init__()
         self.cfg, self.spec, self.seed = cfg, ctx.spec, ctx.seed
         self.device = torch.device(ctx.device)
@@ -163,10 +194,13 @@ class FeatureLearner(nn.Module):
         name = resolve_backbone(cfg, ctx.spec)
         with seeded(cfg.meta_seed if cfg.pretrain else ctx.seed):
             self.features = make_backbone(name, ctx.spec, cfg.width)
-        with seeded(derive_seed(cfg.meta_seed, "head")):
-            self.head = nn.Linear(self.features.out_dim, ctx.spec.n_outputs) if head else None
+        with seeded(sub_seed(cfg.meta_seed, "head")):
+            self.head = (nn.Linear(self.features.out_dim, ctx.spec.n_outputs)
+                         if self._linear_head else None)
         self.to(self.device)
         self._reset_point: dict[str, Tensor] = {}
+        self._reset_stream()
+        self._save_reset_point()
 
     def _features(self, x: Tensor) -> Tensor:
         """Features in eval mode: predicting never updates BatchNorm statistics."""
@@ -187,15 +221,19 @@ class FeatureLearner(nn.Module):
     def set_task(self, task_id: int) -> None:
         """Task ids are ignored: the baselines are single-head."""
 
-    def meta_train(self, pool: Any, budget: Budget, progress: Progress | None = None) -> None:
-        """Pre-train the features on `pool` (see `pretrain`); the stream head is untouched."""
-        if not isinstance(pool, LabeledPool):
+    def meta_train(self, data: Any, budget: Budget, progress: Progress | None,
+                   validate: Validate | None) -> MetaTrainReport:
+        """Pre-train the features on `data` (see `pretrain`); the stream head is untouched.
+        Steps are not counted in the report; `validate` is not used."""
+        if not isinstance(data, LabeledPool):
             raise HarnessError(
                 f"pretrain=true needs a scenario with a labelled meta-train pool, got "
-                f"{type(pool).__name__}; set pretrain=false"
+                f"{type(data).__name__}; set pretrain=false"
             )
-        pretrain(self.features, pool, self.cfg, self.device, progress or self._progress, budget)
+        run = Pretraining(self.features, data, self.cfg, self.device, budget)
+        run.run(progress or self._progress)
         self._save_reset_point()
+        return MetaTrainReport(steps_done=None, complete=run.complete)
 
     def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
                    keep_vars: bool = False) -> dict[str, Any]:

@@ -71,11 +71,6 @@ class FinetuneLearner(FeatureLearner):
 
     cfg: FinetuneConfig
 
-    def __init__(self, cfg: FinetuneConfig, ctx: BuildContext) -> None:
-        super().__init__(cfg, ctx, head=True)
-        self._reset_stream()
-        self._save_reset_point()
-
     def _reset_stream(self) -> None:
         params = [*self.head.parameters()]
         if self.cfg.train == "all":

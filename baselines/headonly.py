@@ -4,20 +4,20 @@ resumable, checkpointed meta-training.
 Meta-test (the `omniglot-stream` protocol of OML/ANML): only a linear output layer learns, by
 plain SGD on each incoming batch, starting from zeros (re-initialized once, for the stream's
 classes); everything before it is frozen. The frozen features are memoized
-(`harness.fast_eval.FEATURES`), and `lr_sweep` runs the whole head-only trajectory for many
-learning rates at once.
+(`harness.fast_eval.FEATURES`), and `sweep_features` gives them to the harness, which runs the
+whole head-only trajectory for many learning rates at once (`harness.fast_eval.head_sgd_sweep`).
 
-Meta-training runs `_train_step` repeatedly under Adam, reports progress (loss, steps, ETA
-from the CLI), and every `checkpoint_every_s` seconds writes the network, the optimizer state,
-the sampler's RNG state, the step and the elapsed time to `BuildContext.resume_path`
-(safetensors + JSON). A killed or interrupted run restarted with the same config continues
-from the last checkpoint and ends in the same state as an uninterrupted one.
+Meta-training runs a step function repeatedly under Adam (baselines.metakit.resumable), reports
+progress (loss, steps, ETA from the CLI), and every `checkpoint_every_s` seconds writes the
+network, the optimizer state, the sampler's RNG state, the step and the elapsed time to
+`BuildContext.resume_path` (safetensors + JSON). A killed or interrupted run restarted with the
+same config continues from the last checkpoint and ends in the same state as an uninterrupted
+one. A run stopped by `max_meta_seconds` reports itself incomplete and keeps that checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from baselines.backbone import derive_seed
-from harness import checkpoint
+from baselines.metakit.resumable import (
+    Info,
+    KeyedState,
+    ResumableRun,
+    step_target,
+    train_steps,
+)
+from baselines.seeding import sub_seed
+from harness.capabilities import MetaTrainReport, Validate
 from harness.config import (
     BuildContext,
     Progress,
@@ -38,9 +45,8 @@ from harness.config import (
     train_config_hash,
 )
 from harness.errors import DivergedError, HarnessError
-from harness.fast_eval import FEATURES, head_sgd_sweep, weights_digest
-from harness.protocol import Budget, Experience, ScenarioSpec
-from harness.runner import StreamRecord
+from harness.fast_eval import FEATURES, weights_digest
+from harness.protocol import Budget, LabeledPool
 
 
 @torch.no_grad()
@@ -54,7 +60,8 @@ def reset_rows(weight: Tensor, rows: Sequence[int], gen: torch.Generator) -> Non
 
 @dataclass
 class HeadOnlyConfig:
-    """Fields every head-only meta-learner shares (meta-test and bookkeeping)."""
+    """Fields every head-only meta-learner (and OML-sine) shares: meta-test, bookkeeping, and
+    the outer and inner loops of meta-training (defaults overridden where the papers differ)."""
 
     init: Literal["meta", "random", "pretrain"] = "meta"
     """Features: meta-trained ('meta'), untrained ('random': the same network at its
@@ -84,9 +91,19 @@ class HeadOnlyConfig:
     """Epochs of each i.i.d. fit; >= 1."""
     iid_batch: int = eval_field(16, "minibatch of the i.i.d. oracle's fit")
     """Minibatch size of each i.i.d. fit; >= 1."""
+    order: Literal["first", "second"] = "second"
+    """Meta-gradient: 'second' (exact, through the inner loop) or 'first' (approximation)."""
+    meta_steps: int = 20000
+    """Outer (Adam) steps of meta-training; >= 1."""
+    meta_lr: float = 1e-4
+    """Adam learning rate of the outer loop; > 0."""
+    inner_lr: float = 0.03
+    """SGD learning rate of the inner loop; > 0."""
 
     KIND: ClassVar[str] = "meta"
     """Names the network family in checkpoint file names."""
+    _ORDERS: ClassVar[tuple[str, ...]] = ("first", "second")
+    """The values `order` takes."""
 
     @property
     def SEEDED_TRAINING(self) -> bool:  # noqa: N802 (the harness's name for this flag)
@@ -109,38 +126,38 @@ class HeadOnlyConfig:
         check_range(self, "pretrain_steps", "pretrain_batch", "iid_epochs", "iid_batch", ge=1)
         check_range(self, "pretrain_lr", "lr", gt=0)
         check_range(self, "max_meta_seconds", "checkpoint_every_s", ge=0)
+        check_choice(self, "order", self._ORDERS)
+        check_range(self, "meta_steps", ge=1)
+        check_range(self, "meta_lr", "inner_lr", gt=0)
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], Any]:
-    sd = opt.state_dict()
-    tensors = {f"opt.{i}.{k}": (v if isinstance(v, Tensor) else torch.tensor(v))
-               for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
+class TrainedNet(nn.Module):
+    """A learner with a network `net` trained before the stream, resumably (OML, ANML and
+    OML-sine). `meta_train` meta-trains it (init='meta') or pre-trains it (init='pretrain') by
+    Adam on the losses of `_meta_step` or `_pretrain_step`, which subclasses implement.
 
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], groups: Any) -> None:
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, k = key.split(".", 2)
-            state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-class MetaTrainable(nn.Module):
-    """A learner with a network `net` trained before the stream, resumably.
-
-    The checkpoint (`state_dict`) is the net plus the steps trained ('train.steps').
-    Subclasses set `self.net` and `self.cfg` and call `_train_loop`.
+    The checkpoint (`state_dict`) is the net plus the steps trained ('train.steps') and the
+    seconds they took ('train.seconds').
     """
 
     net: nn.Module
-    steps_done: int = 0
-    seconds_done: float = 0.0
-    resumed_seconds = 0.0
-    """Seconds of earlier, interrupted segments added back on resume (reported total)."""
-    _resume_path: Path | None = None
-    _weights_key: str = ""
+    cfg: Any
+    variant: str = ""
+    """Names the learner in result rows and progress phases."""
+    _data_type: ClassVar[type] = LabeledPool
+    """What `meta_train` trains on: a labelled pool, or a TaskSampler (OML-sine)."""
+    _data_name: ClassVar[str] = "a labelled meta-train pool"
+
+    def __init__(self, cfg: Any, ctx: BuildContext) -> None:
+        super().__init__()
+        self.cfg, self.spec = cfg, ctx.spec
+        self.device = torch.device(ctx.device)
+        self.needs_meta_train = cfg.init != "random"
+        self._progress = ctx.progress
+        self._resume_path: Path | None = ctx.resume_path
+        self.steps_done = 0
+        self.seconds_done = 0.0
+        self._weights_key = ""
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -163,89 +180,95 @@ class MetaTrainable(nn.Module):
         self._weights_key = ""
         return result
 
-    def _train_loop(self, pool: Any, total: int, lr: float,
+    # -- (meta-)training ----------------------------------------------------------------------
+
+    def meta_train(self, data: Any, budget: Budget, progress: Progress | None,
+                   validate: Validate | None) -> MetaTrainReport:
+        """Meta-train (init='meta') or pre-train (init='pretrain') the net, resumably;
+        `validate` is not used."""
+        if self.cfg.init == "random":
+            return MetaTrainReport(steps_done=0)
+        if not isinstance(data, self._data_type):
+            raise HarnessError(f"{type(self).__name__} needs {self._data_name}, got "
+                               f"{type(data).__name__}")
+        if self.cfg.init == "meta":
+            total, lr = self.cfg.meta_steps, self.cfg.meta_lr
+            step_fn: Callable[[Any, torch.Generator], Tensor] = self._meta_step
+            phase = f"meta-train {self.variant}"
+        else:
+            total, lr = self.cfg.pretrain_steps, self.cfg.pretrain_lr
+            step_fn, phase = self._pretrain_step, f"pretrain {self.variant}"
+        report = self._train_loop(data, total, lr, step_fn, budget,
+                                  progress or self._progress, phase)
+        self._trained()
+        return report
+
+    def _meta_step(self, data: Any, gen: torch.Generator) -> Tensor:
+        """The outer loss of one meta-training step on `data`, drawing from `gen`."""
+        raise NotImplementedError
+
+    def _pretrain_step(self, data: Any, gen: torch.Generator) -> Tensor:
+        """The loss of one supervised pre-training step on `data`, drawing from `gen`."""
+        raise NotImplementedError
+
+    def _trained(self) -> None:
+        """Called when (meta-/pre-)training returns."""
+
+    def _train_loop(self, data: Any, total: int, lr: float,
                     step_fn: Callable[[Any, torch.Generator], Tensor], budget: Budget,
-                    progress: Progress | None, phase: str) -> None:
+                    progress: Progress | None, phase: str) -> MetaTrainReport:
+        """`total` Adam steps (lr `lr`) on the losses of `step_fn(data, gen)`, resumably; the
+        sampler's generator is seeded by the config's meta_seed and init. Stops early, before
+        a step, once `max_meta_seconds` (across resumes) or `budget.seconds` (this call) are
+        spent: then the report says incomplete and the partial checkpoint stays."""
         cfg = self.cfg
-        key = train_config_hash(cfg)
-        gen = torch.Generator().manual_seed(derive_seed(cfg.meta_seed, cfg.init))
+        gen = torch.Generator().manual_seed(sub_seed(cfg.meta_seed, cfg.init))
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        step, elapsed_before = 0, 0.0
-        path = self._resume_path
-        if path is not None and checkpoint.exists(path):
-            tensors, meta = checkpoint.load(path)
-            if meta.get("train_key") == key:
-                self.load_state_dict({k: v for k, v in tensors.items()
-                                      if k.startswith(("net.", "train."))})
-                _load_optimizer(opt, tensors, meta["param_groups"])
-                gen.set_state(tensors["rng"])
-                step, elapsed_before = int(meta["step"]), float(meta["elapsed_s"])
-        self.resumed_seconds = elapsed_before
+        state = KeyedState(self, opt, train_config_hash(cfg))
+        run = ResumableRun(state, gen, self._resume_path, cfg.checkpoint_every_s)
         self.net.train()
-        t0 = last_save = time.perf_counter()
-        ema = None
+        ema: float | None = None
 
-        def save() -> None:
-            if path is None:
-                return
-            ot, groups = _optimizer_tensors(opt)
-            checkpoint.save(path, {**self.state_dict(), **ot, "rng": gen.get_state()},
-                            {"train_key": key, "step": step, "param_groups": groups,
-                             "elapsed_s": elapsed_before + time.perf_counter() - t0})
+        def stop(i: int) -> bool:
+            spent = run.seconds()
+            return bool((cfg.max_meta_seconds
+                         and run.seconds_before + spent >= cfg.max_meta_seconds)
+                        or (budget.seconds and spent >= budget.seconds))
 
-        while step < total:
-            spent = elapsed_before + time.perf_counter() - t0
-            if ((cfg.max_meta_seconds and spent >= cfg.max_meta_seconds)
-                    or (budget.seconds and time.perf_counter() - t0 >= budget.seconds)
-                    or (budget.steps and step >= budget.steps)):
-                break
-            loss = step_fn(pool, gen)
+        def step(i: int) -> Info:
+            nonlocal ema
+            loss = step_fn(data, gen)
             if not torch.isfinite(loss):
-                raise DivergedError(f"{phase}: loss is {loss.item()} at step {step + 1}")
+                raise DivergedError(f"{phase}: loss is {loss.item()} at step {i + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
-            self.steps_done = step
-            self.seconds_done = elapsed_before + time.perf_counter() - t0
+            self.steps_done = i + 1
+            self.seconds_done = run.seconds_before + run.seconds()
             ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-            if time.perf_counter() - last_save >= cfg.checkpoint_every_s:
-                save()
-                last_save = time.perf_counter()
-            if progress is not None:
-                progress(phase, step, total, {"loss": ema})
-        self.steps_done = step
+            value = ema
+            return lambda: {"loss": value}
+
+        report = train_steps(run, step_target(total, budget), step, stop, progress,
+                             phase=phase)
+        self.steps_done = run.steps
         self._weights_key = ""
-        if path is not None:
-            path.unlink(missing_ok=True)
-            path.with_suffix(".json").unlink(missing_ok=True)
+        return report
 
 
-class HeadOnlyLearner(MetaTrainable):
+class HeadOnlyLearner(TrainedNet):
     """A feature network `net` (frozen on the stream) and a linear stream `head`.
 
-    Subclasses set `self.net`, implement `frozen_features(x)` (no grad), `_meta_step(gen)`
-    (one meta-training step, returns the outer loss) and `_pretrain_logits(x)`, and call
+    Subclasses set `self.net`, implement `frozen_features(x)` (no grad), `_meta_step(pool,
+    gen)` (one meta-training step, returns the outer loss) and `_pretrain_logits(x)`, and call
     `_finish_init()` at the end of `__init__`. The checkpoint (`state_dict`) is the net plus
     the steps trained ('train.steps'); the head is rebuilt for each stream.
     """
 
     cfg: HeadOnlyConfig
-    net: nn.Module
     feature_dim: int
-    variant: str = ""
     gradient_order: str = "first"
     cache_features: bool = True
-
-    def __init__(self, cfg: HeadOnlyConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.spec = cfg, ctx.spec
-        self.device = torch.device(ctx.device)
-        self.needs_meta_train = cfg.init != "random"
-        self._progress = ctx.progress
-        self._resume_path: Path | None = ctx.resume_path
-        self.steps_done = 0
-        self._weights_key = ""
 
     def _finish_init(self) -> None:
         if self.spec.task != "classification":
@@ -318,7 +341,7 @@ class HeadOnlyLearner(MetaTrainable):
         f, y = torch.cat(self._seen_f), torch.cat(self._seen_y)
         self.reset()  # zero head, fresh optimizer; it empties the store, so put it back
         self._seen_f, self._seen_y = [f], [y]
-        gen = torch.Generator().manual_seed(derive_seed(self.cfg.meta_seed, "iid"))
+        gen = torch.Generator().manual_seed(sub_seed(self.cfg.meta_seed, "iid"))
         for _ in range(self.cfg.iid_epochs):
             order = torch.randperm(len(y), generator=gen).to(f.device)
             for i in range(0, len(y), self.cfg.iid_batch):
@@ -329,12 +352,11 @@ class HeadOnlyLearner(MetaTrainable):
     def set_task(self, task_id: int) -> None:
         """Task ids are ignored (single head)."""
 
-    def lr_sweep(self, experiences: Sequence[Experience], spec: ScenarioSpec,
-                 lrs: Sequence[float]) -> list[StreamRecord]:
-        """The head-only stream for every lr at once (same records as the runner's loop)."""
-        if self.cfg.iid:
-            raise HarnessError("lr_sweep runs the stream protocol; the i.i.d. oracle has none")
-        return head_sgd_sweep(self.features, experiences, spec, lrs, self.device)
+    def sweep_features(self) -> Callable[[Tensor], Tensor] | None:
+        """The frozen features, with which the harness runs the head-only stream for every lr
+        at once (`harness.fast_eval.head_sgd_sweep`, the same records as the runner's loop);
+        None for the i.i.d. oracle, which has no stream protocol."""
+        return None if self.cfg.iid else self.features
 
     def describe(self) -> dict[str, str | float]:
         return {"variant": self.variant, "init": self.cfg.init, "meta_seed": self.cfg.meta_seed,
@@ -347,14 +369,8 @@ class HeadOnlyLearner(MetaTrainable):
 
     # -- (meta-)training ----------------------------------------------------------------------
 
-    def _meta_step(self, pool: Any, gen: torch.Generator) -> Tensor:
-        raise NotImplementedError
-
     def _pretrain_logits(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-    def _meta_steps_and_lr(self) -> tuple[int, float]:
-        return self.cfg.meta_steps, self.cfg.meta_lr
 
     def _check_meta_pool(self, pool: Any) -> None:
         """The meta-training output layer must cover every meta-train class."""
@@ -366,19 +382,3 @@ class HeadOnlyLearner(MetaTrainable):
         idx = pool.sample_random(self.cfg.pretrain_batch, gen)
         x, y = pool.x[idx].to(self.device), pool.y[idx].to(self.device)
         return F.cross_entropy(self._pretrain_logits(x), y)
-
-    def meta_train(self, pool: Any, budget: Budget, progress: Progress | None = None) -> None:
-        """Meta-train (init='meta') or pre-train (init='pretrain') the net, resumably."""
-        if self.cfg.init == "random":
-            return
-        if not hasattr(pool, "sample_random"):
-            raise HarnessError(f"{type(self).__name__} needs a labelled meta-train pool, got "
-                               f"{type(pool).__name__}")
-        if self.cfg.init == "meta":
-            total, lr = self._meta_steps_and_lr()
-            step_fn: Callable[[Any, torch.Generator], Tensor] = self._meta_step
-            phase = f"meta-train {self.variant}"
-        else:
-            total, lr = self.cfg.pretrain_steps, self.cfg.pretrain_lr
-            step_fn, phase = self._pretrain_step, f"pretrain {self.variant}"
-        self._train_loop(pool, total, lr, step_fn, budget, progress or self._progress, phase)

@@ -42,8 +42,9 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from baselines.backbone import BackboneConfig, derive_seed
+from baselines.backbone import BackboneConfig
 from baselines.finetune import FinetuneLearner, check_optimizer_fields
+from baselines.seeding import sub_seed
 from harness.config import BuildContext, check_range, eval_field
 from harness.errors import DivergedError
 
@@ -143,7 +144,7 @@ class IIDOfflineLearner(FinetuneLearner):
         """One fit at peak rate `lr` from the reset point; the shuffles depend on the seed only."""
         self.reset()  # initial weights and a fresh optimizer; it empties the store: restore it
         self._xs, self._ys, self._n_stored = [x], [y], len(y)
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "iid-offline"))
+        gen = torch.Generator().manual_seed(sub_seed(self.seed, "iid-offline"))
         was = self.training
         self.train(True)
         try:

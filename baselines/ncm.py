@@ -16,7 +16,6 @@ from torch import Tensor
 
 from baselines.backbone import UNSEEN_LOGIT, BackboneConfig, FeatureLearner
 from harness.config import BuildContext
-from harness.errors import HarnessError
 
 
 @dataclass
@@ -38,12 +37,8 @@ class NCMLearner(FeatureLearner):
     Means and counts are float64 tensors on the learner's device (not part of state_dict).
     """
 
-    def __init__(self, cfg: NCMConfig, ctx: BuildContext) -> None:
-        if ctx.spec.task != "classification":
-            raise HarnessError("ncm is for classification scenarios; use finetune or replay")
-        super().__init__(cfg, ctx, head=False)
-        self._reset_stream()
-        self._save_reset_point()
+    _linear_head = False
+    _classification_only = "ncm"
 
     def _reset_stream(self) -> None:
         c, d = self.spec.n_outputs, self.features.out_dim

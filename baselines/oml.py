@@ -1,8 +1,8 @@
 """OML: Online-aware Meta-Learning (Javed & White, NeurIPS 2019), in its two published variants.
 
-Network (1 x 84 x 84 input): the representation learning network (RLN) is 6 x [conv 3x3,
-256 channels, no padding, ReLU] with strides 2, 1, 2, 1, 2, 2 (2304 features); the prediction
-learning network (PLN) is
+Network (`OMLNet` in baselines/networks/oml_anml.py; 1 x 84 x 84 input): the representation
+learning network (RLN) is 6 x [conv 3x3, 256 channels, no padding, ReLU] with strides 2, 1, 2,
+1, 2, 2 (2304 features); the prediction learning network (PLN) is
   - `oml-2019`: Linear 2304 -> 1024, ReLU, Linear 1024 -> 1000 (6,338,280 parameters);
   - `oml-2020` (the authors' later code release): Linear 2304 -> 1000 (5,257,960 parameters).
 
@@ -24,57 +24,12 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from baselines.anml import image_input
 from baselines.headonly import HeadOnlyConfig, HeadOnlyLearner, reset_rows
-from baselines.nets import kaiming_init
+from baselines.networks.oml_anml import OMLNet, image_input, kaiming_init
 from harness.config import BuildContext, check_choice, check_range
-from harness.errors import HarnessError
 from harness.meta import functional, inner_loop
-from harness.protocol import ScenarioSpec
-
-STRIDES = (2, 1, 2, 1, 2, 2)
-
-
-def rln_side(image_size: int, padding: int = 0) -> int:
-    side = image_size
-    for s in STRIDES:
-        side = (side + 2 * padding - 3) // s + 1
-    return side
-
-
-class OMLNet(nn.Module):
-    """RLN (6 convs) + PLN (`hidden` > 0: two layers, else linear). `rln` / `pln.*` names."""
-
-    def __init__(self, in_channels: int = 1, channels: int = 256, hidden: int = 1024,
-                 n_outputs: int = 1000, image_size: int = 84) -> None:
-        super().__init__()
-        # The paper's unpadded RLN needs 84 x 84 images (>= 61); smaller ones (synthetic test
-        # streams, 28 x 28) use padded convolutions.
-        pad = 0 if rln_side(image_size) >= 1 else 1
-        side = rln_side(image_size, pad)
-        if side < 1:
-            raise HarnessError(f"OML needs larger images than {image_size} x {image_size}")
-        layers: list[nn.Module] = []
-        for i, s in enumerate(STRIDES):
-            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, stride=s,
-                                 padding=pad), nn.ReLU()]
-        self.rln = nn.Sequential(*layers, nn.Flatten())
-        self.rep_dim = channels * side * side
-        if hidden > 0:
-            self.pln = nn.Sequential(nn.Linear(self.rep_dim, hidden), nn.ReLU(),
-                                     nn.Linear(hidden, n_outputs))
-        else:
-            self.pln = nn.Sequential(nn.Linear(self.rep_dim, n_outputs))
-        self.feature_dim = hidden if hidden > 0 else self.rep_dim
-
-    def features(self, x: Tensor) -> Tensor:
-        """Input of the output layer (frozen at meta-test)."""
-        return self.pln[:-1](self.rln(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pln(self.rln(x))
 
 
 @dataclass
@@ -92,12 +47,6 @@ class OMLConfig(HeadOnlyConfig):
     """Output layer size during meta-training (paper 1000)."""
     order: Literal["first", "second", "auto"] = "auto"
     """Meta-gradient order; 'auto' = the variant's published choice (2019 first, 2020 second)."""
-    meta_steps: int = 20000
-    """Outer (Adam) steps; >= 1."""
-    meta_lr: float = 1e-4
-    """Adam learning rate of the outer loop; > 0."""
-    inner_lr: float = 0.03
-    """SGD learning rate of the inner loop; > 0."""
     classes_per_task: int = 0
     """Classes per trajectory (0 = variant default: 2019 one, 2020 three)."""
     steps_per_class: int = 0
@@ -111,6 +60,7 @@ class OMLConfig(HeadOnlyConfig):
     default, under which the unnormalised 6-conv RLN's features hardly differ between images
     (measured: std across images 0.1% of the features' scale) and every lr stays at chance."""
 
+    _ORDERS: ClassVar[tuple[str, ...]] = ("first", "second", "auto")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"channels": 64, "hidden": 256, "meta_steps": 2000,
                   "pretrain_steps": 1000},
@@ -126,11 +76,9 @@ class OMLConfig(HeadOnlyConfig):
     def __post_init__(self) -> None:
         self._check_common()
         check_choice(self, "variant", ("2019", "2020"))
-        check_choice(self, "order", ("first", "second", "auto"))
         check_choice(self, "weight_init", ("kaiming", "torch"))
-        check_range(self, "channels", "hidden", "n_meta_outputs", "meta_steps", ge=1)
+        check_range(self, "channels", "hidden", "n_meta_outputs", ge=1)
         check_range(self, "classes_per_task", "steps_per_class", "remember", ge=0)
-        check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLLearner:
         return OMLLearner(self.for_seed(ctx.seed), ctx)
@@ -195,17 +143,3 @@ class OMLLearner(HeadOnlyLearner):
         rep_q = self.net.rln(pool.x[q].to(self.device))
         return F.cross_entropy(self._fm(adapted, slow, rep_q), pool.y[q].to(self.device))
 
-
-class OMLBackbone(nn.Module):
-    """OML's RLN for the baselines (`backbone=oml`): 6 convs of `width` channels, `out_dim`
-    features (2304 at width 256 on 84 x 84 images)."""
-
-    def __init__(self, spec: ScenarioSpec, width: int) -> None:
-        super().__init__()
-        channels, side = image_input(spec, "backbone oml")
-        net = kaiming_init(OMLNet(channels, width, 0, 1, side))
-        self.rln = net.rln
-        self.out_dim = net.rep_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.rln(x)

@@ -22,49 +22,24 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from baselines.headonly import HeadOnlyConfig, MetaTrainable
-from baselines.nets import kaiming_init
-from harness.config import BuildContext, Progress, check_choice, check_range
+from baselines.headonly import HeadOnlyConfig, TrainedNet
+from baselines.networks.oml_anml import SineNet, kaiming_init
+from harness.config import BuildContext, check_choice, check_range
 from harness.errors import DivergedError, HarnessError
 from harness.meta import functional, inner_loop
-from harness.protocol import Budget
-
-
-class SineNet(nn.Module):
-    """RLN (6 Linear + ReLU) and PLN (3 Linear); sizes of the OML paper by default."""
-
-    def __init__(self, in_dim: int = 11, width: int = 300, rep: int = 900) -> None:
-        super().__init__()
-        dims = [in_dim, width, width, width, width, width, rep]
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.ReLU()]
-        self.rln = nn.Sequential(*layers)
-        self.pln = nn.Sequential(nn.Linear(rep, width), nn.ReLU(), nn.Linear(width, width),
-                                 nn.ReLU(), nn.Linear(width, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pln(self.rln(x))
+from harness.protocol import TaskSampler
 
 
 @dataclass
 class OMLSineConfig(HeadOnlyConfig):
     """OML incremental-sine recipe (defaults: the paper)."""
 
-    KIND: ClassVar[str] = "oml-sine"
-
     width: int = 300
     """Hidden width (paper 300); >= 1."""
     rep: int = 900
     """Representation size (paper 900); >= 1."""
-    order: Literal["first", "second"] = "second"
-    """Meta-gradient order."""
-    meta_steps: int = 20000
-    """Outer (Adam) steps; >= 1."""
-    meta_lr: float = 1e-4
-    """Adam learning rate of the outer loop; > 0."""
     inner_lr: float = 0.003
     """SGD learning rate of the inner loop; > 0."""
     steps_per_function: int = 40
@@ -75,6 +50,7 @@ class OMLSineConfig(HeadOnlyConfig):
     """'kaiming': He-normal weights, zero biases, as the authors' code; 'torch': PyTorch's
     default."""
 
+    KIND: ClassVar[str] = "oml-sine"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"order": "first", "meta_steps": 1000, "pretrain_steps": 2000},
         "long": {"order": "first", "meta_steps": 20000, "pretrain_steps": 20000},
@@ -83,33 +59,28 @@ class OMLSineConfig(HeadOnlyConfig):
 
     def __post_init__(self) -> None:
         self._check_common()
-        check_range(self, "width", "rep", "meta_steps", "steps_per_function",
-                    "query_per_function", ge=1)
-        check_choice(self, "order", ("first", "second"))
+        check_range(self, "width", "rep", "steps_per_function", "query_per_function", ge=1)
         check_choice(self, "weight_init", ("kaiming", "torch"))
-        check_range(self, "meta_lr", "inner_lr", gt=0)
 
     def build(self, ctx: BuildContext) -> OMLSineLearner:
         return OMLSineLearner(self.for_seed(ctx.seed), ctx)
 
 
-class OMLSineLearner(MetaTrainable):
+class OMLSineLearner(TrainedNet):
     """Frozen RLN, PLN trained online by SGD from its (meta-)trained weights."""
 
     cfg: OMLSineConfig
+    variant = "oml-sine"
+    _data_type: ClassVar[type] = TaskSampler
+    _data_name: ClassVar[str] = "a task sampler"
 
     def __init__(self, cfg: OMLSineConfig, ctx: BuildContext) -> None:
-        super().__init__()
         if ctx.spec.task != "regression" or len(ctx.spec.input_shape) != 1:
             raise HarnessError("oml-sine is for vector regression scenarios (sine-incremental)")
         if ctx.spec.n_outputs != 1:
             raise HarnessError(f"oml-sine predicts one value; this scenario has "
                                f"{ctx.spec.n_outputs} outputs")
-        self.cfg, self.spec = cfg, ctx.spec
-        self.device = torch.device(ctx.device)
-        self.needs_meta_train = cfg.init != "random"
-        self._progress = ctx.progress
-        self._resume_path = ctx.resume_path
+        super().__init__(cfg, ctx)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.meta_seed)
             self.net = SineNet(ctx.spec.input_shape[0], cfg.width, cfg.rep)
@@ -189,16 +160,6 @@ class OMLSineLearner(MetaTrainable):
         idx = torch.randperm(len(x), generator=gen)[: self.cfg.pretrain_batch]
         return F.mse_loss(self.net(x[idx]), y[idx])
 
-    def meta_train(self, sampler: Any, budget: Budget, progress: Progress | None = None) -> None:
-        if self.cfg.init == "random":
-            return
-        if not hasattr(sampler, "sample"):
-            raise HarnessError(f"oml-sine needs a task sampler, got {type(sampler).__name__}")
-        if self.cfg.init == "meta":
-            total, lr, fn, phase = (self.cfg.meta_steps, self.cfg.meta_lr, self._meta_step,
-                                    "meta-train oml-sine")
-        else:
-            total, lr, fn, phase = (self.cfg.pretrain_steps, self.cfg.pretrain_lr,
-                                    self._pretrain_step, "pretrain oml-sine")
-        self._train_loop(sampler, total, lr, fn, budget, progress or self._progress, phase)
+    def _trained(self) -> None:
+        """The stream starts from the (meta-)trained PLN."""
         self._save_reset_point()

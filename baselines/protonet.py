@@ -6,7 +6,7 @@ only stores the support set. Meta-training uses episodes with more ways than at 
 (`train_ways`: 60 for Omniglot in the paper) and `train_queries` queries per class; Adam with
 the learning rate halved every `lr_halve_every` episodes.
 
-The embedding is the functional conv4 without a head (baselines/fewshot_nets.py). Its batch
+The embedding is the functional conv4 without a head (baselines/networks/functional.py). Its batch
 norm has no running statistics (the paper's code used them at test time): with `bn='support'`
 (default, non-transductive) the support set's statistics normalise support and queries alike,
 in training and at test; `bn='transductive'` uses support plus queries.
@@ -18,47 +18,29 @@ Published (Snell et al. 2017, Table 1, 28x28 Omniglot, trained 60-way): 5-way 1-
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, fill_from_recipe, scenario_kind
-from harness.config import BuildContext, Progress, check_choice, check_range, train_config_hash
+from baselines.metakit.configs import RecipeConfig
+from baselines.metakit.learner import ClassEpisodeSource, FunctionalMetaLearner
+from baselines.metakit.recipes import PROTONET_RECIPES, Recipes, fill_from_recipe, scenario_kind
+from baselines.metakit.resumable import Info, step_target, stop_after, time_limit, train_steps
+from harness.capabilities import MetaTrainReport, Validate
+from harness.config import BuildContext, Progress
 from harness.errors import DivergedError, HarnessError
 from harness.protocol import Budget, ScenarioSpec
 
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {
-        "omniglot": dict(train_ways=60, train_queries=5, meta_steps=20000),
-        "omniglot20": dict(train_ways=60, train_queries=5, meta_steps=20000),
-        "miniimagenet": dict(train_ways=30, train_queries=15, meta_steps=20000),
-        "vector": dict(train_ways=20, train_queries=5, meta_steps=2000),
-    },
-    "quick": {
-        "omniglot": dict(train_ways=20, train_queries=5, meta_steps=2000),
-        "omniglot20": dict(train_ways=20, train_queries=5, meta_steps=2000),
-        "miniimagenet": dict(train_ways=20, train_queries=10, meta_steps=2000),
-        "vector": dict(meta_steps=500),
-    },
-}
-
 
 @dataclass
-class ProtoNetConfig:
-    """Prototypical Networks. None = the recipe's value for the scenario kind."""
+class ProtoNetConfig(RecipeConfig):
+    """Prototypical Networks. None = the recipe's value for the scenario kind
+    (`PROTONET_RECIPES`). The backbone is the embedding net: conv4 (max-pool, 64 channels;
+    images, the default) | resnet12 | mlp (flat inputs, the default for them)."""
 
-    SEEDED_TRAINING: ClassVar[bool] = True
-    """Meta-training draws init and tasks from the run's seed: one checkpoint per seed."""
-
-    recipe: str = "quick"
-    """'quick' (CPU) or 'paper'; set by --preset."""
-    backbone: str | None = None
-    """Embedding net: conv4 (max-pool, 64 channels; images) | resnet12 | mlp (flat inputs)."""
     channels: int = 64
     """Conv channels (ProtoNets used 64 everywhere)."""
     train_ways: int | None = None
@@ -73,30 +55,16 @@ class ProtoNetConfig:
     """Meta-training episodes."""
     bn: Literal["support", "transductive"] = "support"
     """Batch-norm statistics: support set only (non-transductive) or support + queries."""
-    time_limit_s: float = 0.0
-    """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
-    keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
-    record meta_steps_done."""
-    checkpoint_every_s: float = 120.0
-    """Partial-checkpoint interval during meta-training."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"recipe": "quick"}, "paper": {"recipe": "paper"}}
-
-    def __post_init__(self) -> None:
-        check_choice(self, "recipe", RECIPES)
-        check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
-
-    def checkpoint_key(self) -> list[str]:
-        """The learner and its training fields, of the resolved config (see baselines/maml.py)."""
-        return ["protonet", train_config_hash(self)]
+    NAME: ClassVar[str] = "protonet"
+    RECIPES: ClassVar[Recipes] = PROTONET_RECIPES
 
     def resolved(self, spec: ScenarioSpec) -> ProtoNetConfig:
         """A copy with every None filled from the recipe for this scenario kind."""
         kind = scenario_kind(spec)
         if kind == "sinusoid":
             raise HarnessError("protonet classifies; pick a classification scenario")
-        return fill_from_recipe(self, RECIPES, kind,
+        return fill_from_recipe(self, self.RECIPES, kind,
                                 {"backbone": "mlp" if kind == "vector" else "conv4"})
 
     def build(self, ctx: BuildContext) -> ProtoNet:
@@ -110,62 +78,49 @@ def proto_logits(f_support: Tensor, y_support: Tensor, f_query: Tensor, n_way: i
     return -torch.cdist(f_query, protos).pow(2)
 
 
-class ProtoNet(nn.Module):
-    needs_meta_train = True
-    resumed_seconds = 0.0
-    """Meta-training seconds carried over from a partial checkpoint (see MAMLLearner)."""
+class ProtoNet(FunctionalMetaLearner):
+    cfg: ProtoNetConfig
 
     def __init__(self, cfg: ProtoNetConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.spec, self.device, self.seed = cfg, ctx.spec, ctx.device, ctx.seed
-        self.resume_path = getattr(ctx, "resume_path", None)
-        self.progress = ctx.progress
-        self.net = make_backbone(cfg.backbone, ctx.spec.input_shape, 0, cfg.channels)
-        init = self.net.init(torch.Generator().manual_seed(int(ctx.seed)))
-        self.names = list(init)
-        self.params = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in init.items()})
+        super().__init__(cfg, ctx, 0)
+        self._register(self._initial_weights())
         self.to(ctx.device)
-        self._support: list[tuple[Tensor, Tensor]] = []
-
-    def _p(self) -> Params:
-        return {k: self.params[_key(k)] for k in self.names}
 
     def episode_logits(self, xs: Tensor, ys: Tensor, xq: Tensor, n_way: int) -> Tensor:
         n_ref = len(xs) if self.cfg.bn == "support" else None
-        f = self.net.forward(self._p(), torch.cat([xs, xq]), n_ref)
+        f = self.net.forward(self.meta_params(), torch.cat([xs, xq]), n_ref)
         return proto_logits(f[: len(xs)], ys, f[len(xs):], n_way)
 
-    def meta_train(self, tasks: Any, budget: Budget, progress: Progress | None) -> None:
+    def meta_train(self, data: Any, budget: Budget, progress: Progress | None,
+                   validate: Validate | None) -> MetaTrainReport:
+        """Meta-train on episodes of `train_ways` classes, resumably from a partial checkpoint
+        (baselines.metakit.resumable); `validate` is not used."""
         cfg = self.cfg
-        if not hasattr(tasks, "sample_batch"):
-            raise HarnessError("protonet needs an episodic scenario (meta_train.sample_batch)")
+        tasks = self._episodes(data, ClassEpisodeSource)
         progress = progress or self.progress
-        total = min(cfg.meta_steps, budget.steps) if budget.steps else cfg.meta_steps
-        limit = min(x for x in (cfg.time_limit_s, budget.seconds, math.inf) if x > 0)
-        g = torch.Generator().manual_seed(int(self.seed) + 7919)
+        total = step_target(cfg.meta_steps, budget)
+        limit = time_limit(cfg.time_limit_s, budget)
+        g = self._task_generator()
         opt = torch.optim.Adam(self.parameters(), lr=cfg.meta_lr)
         sched = torch.optim.lr_scheduler.StepLR(opt, cfg.lr_halve_every, 0.5)
-        run = ResumableRun(self, opt, sched, g, self.resume_path, cfg.checkpoint_every_s)
-        self.resumed_seconds = run.seconds_before
+        run = self._resumable(opt, sched, g)
         ways = min(cfg.train_ways, tasks.n_classes)
-        for step in range(run.start, total):
+
+        def step(i: int) -> Info:
             xs, ys, xq, yq = (t[0].to(self.device) for t in tasks.sample_batch(
                 1, g, ways=ways, queries=cfg.train_queries))
             logits = self.episode_logits(xs, ys, xq, ways)
             loss = F.cross_entropy(logits, yq)
             if not torch.isfinite(loss):
-                raise DivergedError(f"protonet: loss is {loss.item()} at step {step}")
+                raise DivergedError(f"protonet: loss is {loss.item()} at step {i}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            if progress is not None and (step % 10 == 0 or step == total - 1):
-                acc = (logits.argmax(1) == yq).float().mean()
-                progress("meta-train", step + 1, total, {"loss": float(loss), "acc": float(acc)})
-            if run.step_done(step + 1) > limit:
-                break
-        self.meta_steps_done = run.steps
-        self.meta_train_complete = run.finish(total)
+            return lambda: {"loss": float(loss),
+                            "acc": float((logits.argmax(1) == yq).float().mean())}
+
+        return train_steps(run, total, step, stop_after(run, limit), progress, every=10)
 
     def reset(self) -> None:
         self._support.clear()

@@ -13,8 +13,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from baselines.backbone import derive_seed
 from baselines.finetune import FinetuneConfig, FinetuneLearner
+from baselines.seeding import sub_seed
 from harness.config import BuildContext, check_range, eval_field
 
 
@@ -87,8 +87,8 @@ class ReplayLearner(FinetuneLearner):
 
     def _reset_stream(self) -> None:
         super()._reset_stream()
-        self.buffer = ReservoirBuffer(self.cfg.buffer_size, derive_seed(self.seed, "reservoir"))
-        self._sample_gen = torch.Generator().manual_seed(derive_seed(self.seed, "replay"))
+        self.buffer = ReservoirBuffer(self.cfg.buffer_size, sub_seed(self.seed, "reservoir"))
+        self._sample_gen = torch.Generator().manual_seed(sub_seed(self.seed, "replay"))
 
     def observe(self, x: Tensor, y: Tensor) -> None:
         for _ in range(self.cfg.steps_per_batch):

@@ -19,6 +19,7 @@ transductive), with 1 query per class over 10,000 tasks and 50 test iterations.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -28,60 +29,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from baselines.fewshot_nets import Params, make_backbone
-from baselines.maml import ResumableRun, _key, fill_from_recipe, scenario_kind
-from harness.config import (
-    BuildContext,
-    Progress,
-    check_choice,
-    check_range,
-    eval_field,
-    train_config_hash,
-)
-from harness.errors import DivergedError, HarnessError
+from baselines.metakit.configs import RecipeConfig
+from baselines.metakit.learner import FunctionalMetaLearner, param_key
+from baselines.metakit.recipes import REPTILE_RECIPES, Recipes, fill_from_recipe, scenario_kind
+from baselines.metakit.resumable import Info, step_target, stop_after, time_limit, train_steps
+from baselines.networks.functional import Params
+from harness.capabilities import MetaTrainReport, Validate
+from harness.config import BuildContext, Progress, eval_field
+from harness.errors import DivergedError
 from harness.protocol import Budget, ScenarioSpec
-
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {  # Nichol et al. 2018, App. A (Omniglot / MiniImageNet); sinusoid: Sec. 5.1
-        "omniglot": dict(backbone="conv4-stride", inner_lr=1e-3, inner_steps=5, inner_batch=10,
-                         train_shots=10, test_steps=50, test_batch=5, meta_step=1.0,
-                         meta_batch=5, meta_steps=100000),
-        "omniglot20": dict(backbone="conv4-stride", inner_lr=5e-4, inner_steps=10,
-                           inner_batch=20, train_shots=10, test_steps=50, test_batch=10,
-                           meta_step=1.0, meta_batch=5, meta_steps=200000),
-        "miniimagenet": dict(backbone="conv4", inner_lr=1e-3, inner_steps=8, inner_batch=10,
-                             train_shots=15, test_steps=50, test_batch=10, meta_step=1.0,
-                             meta_batch=5, meta_steps=100000),
-        "sinusoid": dict(backbone="mlp", inner_lr=0.02, inner_steps=32, inner_batch=10,
-                         train_shots=50, test_steps=10, test_batch=0, meta_step=0.1,
-                         meta_batch=1, meta_steps=30000, inner_opt="sgd"),
-        "vector": dict(backbone="mlp", inner_lr=1e-3, inner_steps=5, inner_batch=10,
-                       train_shots=10, test_steps=20, test_batch=0, meta_step=1.0,
-                       meta_batch=5, meta_steps=3000),
-    },
-    "quick": {
-        "omniglot": dict(meta_steps=10000, test_steps=50),  # ~18 min on one thread: MAML's budget
-        "omniglot20": dict(meta_steps=6000),
-        "miniimagenet": dict(meta_steps=3000),
-        "sinusoid": dict(meta_steps=10000),
-        "vector": dict(meta_steps=1000),
-    },
-}
 
 
 @dataclass
-class ReptileConfig:
-    """Reptile. None = the recipe's value for the scenario kind."""
+class ReptileConfig(RecipeConfig):
+    """Reptile. None = the recipe's value for the scenario kind (`REPTILE_RECIPES`)."""
 
-    SEEDED_TRAINING: ClassVar[bool] = True
-    """Meta-training draws init and tasks from the run's seed: one checkpoint per seed."""
-
-    recipe: str = "quick"
-    """'quick' (CPU) or 'paper'; set by --preset."""
-    backbone: str | None = None
-    """conv4 | conv4-stride | resnet12 | mlp."""
-    channels: int = 0
-    """Conv channels (0 = paper default)."""
     inner_opt: Literal["adam", "sgd"] | None = None
     """Inner optimiser: Adam with beta1 = 0 (the paper's code; default for images) or SGD."""
     inner_lr: float | None = None
@@ -111,27 +73,13 @@ class ReptileConfig:
     code (a single TF Adam optimiser whose slots are never reset: they carry over from task to
     task through meta-training, and meta-test adaptation starts from them and leaves them
     unchanged); 'task' = reset to zero for every task and every test episode."""
-    time_limit_s: float = 0.0
-    """Stop meta-training after this many seconds of this run (0 = no limit). The stopped run
-    keeps a partial checkpoint, and the next run of the same config resumes from it; the rows
-    record meta_steps_done."""
-    checkpoint_every_s: float = 120.0
-    """Partial-checkpoint interval during meta-training."""
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "quick": {"recipe": "quick"}, "paper": {"recipe": "paper"}}
     NAME: ClassVar[str] = "reptile"
-
-    def __post_init__(self) -> None:
-        check_choice(self, "recipe", RECIPES)
-        check_range(self, "time_limit_s", "checkpoint_every_s", ge=0)
+    RECIPES: ClassVar[Recipes] = REPTILE_RECIPES
 
     def resolved(self, spec: ScenarioSpec) -> ReptileConfig:
-        return fill_from_recipe(self, RECIPES, scenario_kind(spec), {"inner_opt": "adam"})
-
-    def checkpoint_key(self) -> list[str]:
-        """The learner and its training fields, of the resolved config (see baselines/maml.py)."""
-        return ["reptile", train_config_hash(self)]
+        """A copy with every None filled from the recipe for this scenario kind."""
+        return fill_from_recipe(self, self.RECIPES, scenario_kind(spec), {"inner_opt": "adam"})
 
     def build(self, ctx: BuildContext) -> ReptileLearner:
         return ReptileLearner(self.resolved(ctx.spec), ctx)
@@ -198,31 +146,18 @@ class _Buffers(nn.Module):
             self.register_buffer(k, t)
 
 
-class ReptileLearner(nn.Module):
-    needs_meta_train = True
-    resumed_seconds = 0.0
-    """Meta-training seconds carried over from a partial checkpoint (see MAMLLearner)."""
+class ReptileLearner(FunctionalMetaLearner):
+    cfg: ReptileConfig
 
     def __init__(self, cfg: ReptileConfig, ctx: BuildContext) -> None:
-        super().__init__()
-        self.cfg, self.spec, self.device, self.seed = cfg, ctx.spec, ctx.device, ctx.seed
-        self.resume_path = getattr(ctx, "resume_path", None)
-        self.progress = ctx.progress
-        self.regression = ctx.spec.task == "regression"
-        self.net = make_backbone(cfg.backbone, ctx.spec.input_shape, ctx.spec.n_outputs,
-                                 cfg.channels)
-        init = self.net.init(torch.Generator().manual_seed(int(ctx.seed)))
-        self.names = list(init)
-        self.params = nn.ParameterDict({_key(k): nn.Parameter(v) for k, v in init.items()})
+        super().__init__(cfg, ctx, ctx.spec.n_outputs)
+        init = self._initial_weights()
+        self._register(init)
         # The inner Adam's persistent state (adam_state='run'): second moments and step count.
-        self.adam_v = _Buffers({_key(k): torch.zeros_like(v) for k, v in init.items()})
+        self.adam_v = _Buffers({param_key(k): torch.zeros_like(v) for k, v in init.items()})
         self.register_buffer("adam_t", torch.zeros((), dtype=torch.long))
         self.to(ctx.device)
-        self._support: list[tuple[Tensor, Tensor]] = []
         self._adapted: Params | None = None
-
-    def meta_params(self) -> Params:
-        return {k: self.params[_key(k)] for k in self.names}
 
     def _run_state(self) -> bool:
         return self.cfg.inner_opt == "adam" and self.cfg.adam_state == "run"
@@ -235,33 +170,42 @@ class ReptileLearner(nn.Module):
         return self._adam_v(), int(self.adam_t)
 
     def _adam_v(self) -> Params:
-        return {k: getattr(self.adam_v, _key(k)) for k in self.names}
+        return {k: getattr(self.adam_v, param_key(k)) for k in self.names}
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         return F.mse_loss(out, y) if self.regression else F.cross_entropy(out, y)
 
-    def meta_train(self, tasks: Any, budget: Budget, progress: Progress | None) -> None:
+    def meta_train(self, data: Any, budget: Budget, progress: Progress | None,
+                   validate: Validate | None) -> MetaTrainReport:
+        """Meta-train on tasks from `data.sample_batch`, resumably from a partial checkpoint
+        (baselines.metakit.resumable); `validate` is not used."""
         cfg = self.cfg
-        if not hasattr(tasks, "sample_batch"):
-            raise HarnessError("reptile needs an episodic scenario (meta_train.sample_batch)")
+        tasks = self._episodes(data)
         progress = progress or self.progress
-        total = min(cfg.meta_steps, budget.steps) if budget.steps else cfg.meta_steps
-        limit = min(x for x in (cfg.time_limit_s, budget.seconds, math.inf) if x > 0)
-        g = torch.Generator().manual_seed(int(self.seed) + 7919)
+        total = step_target(cfg.meta_steps, budget)
+        limit = time_limit(cfg.time_limit_s, budget)
+        g = self._task_generator()
         # The outer update is plain interpolation; an SGD optimiser with lr=1 on the
         # "gradient" (theta - mean phi) * eps keeps the resume machinery shared with MAML.
         opt = torch.optim.SGD(self.parameters(), lr=1.0)
-        run = ResumableRun(self, opt, None, g, self.resume_path, cfg.checkpoint_every_s)
-        self.resumed_seconds = run.seconds_before
+        run = self._resumable(opt, None, g)
+        step = self._meta_step(tasks, g, total)  # after the resume, which restores adam_t
+        return train_steps(run, total, step, stop_after(run, limit), progress, every=50)
+
+    def _meta_step(self, tasks: Any, g: torch.Generator, total: int) -> Callable[[int], Info]:
+        """Outer step i: adapt to a meta-batch of tasks (vmapped, from one inner Adam state),
+        then move the meta-weights towards the mean adapted weights by the annealed eps."""
+        cfg = self.cfg
         loss_fn = self._loss
         run_state = self._run_state()
-        t_run = int(self.adam_t)  # after the resume, which restores it
+        t_run = int(self.adam_t)
 
         def adapt(p: Params, x: Tensor, y: Tensor, idx: Tensor, v: Params, t0: int) -> Any:
             return inner_train(self.net, loss_fn, p, x, y, idx, cfg.inner_lr, cfg.inner_opt,
                                v, t0, with_state=True)
 
-        for step in range(run.start, total):
+        def step(i: int) -> Info:
+            nonlocal t_run
             x, y, _, _ = tasks.sample_batch(cfg.meta_batch, g, shots=cfg.train_shots, queries=0)
             x, y = x.to(self.device), y.to(self.device)
             if self.regression:
@@ -276,24 +220,21 @@ class ReptileLearner(nn.Module):
             if run_state:  # carry the Adam state on, as if the tasks had run in sequence
                 with torch.no_grad():
                     for k, t in merge_adam_state(v0, v, idx.shape[1]).items():
-                        getattr(self.adam_v, _key(k)).copy_(t)
+                        getattr(self.adam_v, param_key(k)).copy_(t)
                 t_run += idx.shape[0] * idx.shape[1]
                 self.adam_t.fill_(t_run)  # a Python counter: no device sync per step
-            frac = step / max(total, 1)
+            frac = i / max(total, 1)
             eps = cfg.meta_step * (1 - frac) + cfg.meta_step_final * frac
             with torch.no_grad():
                 for k, p in self.meta_params().items():
                     upd = phi[k].mean(0) - p
                     if not torch.isfinite(upd).all():
-                        raise DivergedError(f"reptile: non-finite update at step {step}; "
+                        raise DivergedError(f"reptile: non-finite update at step {i}; "
                                             "lower inner_lr")
                     p.add_(eps * upd)
-            if progress is not None and (step % 50 == 0 or step == total - 1):
-                progress("meta-train", step + 1, total, {"eps": eps})
-            if run.step_done(step + 1) > limit:
-                break
-        self.meta_steps_done = run.steps
-        self.meta_train_complete = run.finish(total)
+            return lambda: {"eps": eps}
+
+        return step
 
     def reset(self) -> None:
         self._support.clear()

@@ -25,7 +25,6 @@ from torch import Tensor
 
 from baselines.backbone import UNSEEN_LOGIT, BackboneConfig, FeatureLearner
 from harness.config import BuildContext, check_range, eval_field
-from harness.errors import HarnessError
 
 
 @dataclass
@@ -52,12 +51,8 @@ class SLDALearner(FeatureLearner):
 
     cfg: SLDAConfig
 
-    def __init__(self, cfg: SLDAConfig, ctx: BuildContext) -> None:
-        if ctx.spec.task != "classification":
-            raise HarnessError("slda is for classification scenarios; use finetune or replay")
-        super().__init__(cfg, ctx, head=False)
-        self._reset_stream()
-        self._save_reset_point()
+    _linear_head = False
+    _classification_only = "slda"
 
     def _reset_stream(self) -> None:
         c, d = self.spec.n_outputs, self.features.out_dim

@@ -20,7 +20,8 @@ from baselines.maml import MAMLConfig
 
 @dataclass
 class SparseMAMLConfig(MAMLConfig):
-    """sparse-MAML: binary inner-lr masks with a straight-through estimator."""
+    """sparse-MAML: binary inner-lr masks 1[m > 0], trained with the straight-through
+    estimator (its backward pass treats the step function as the identity)."""
 
     mask: Literal["none", "binary", "relu"] = "binary"
     NAME: ClassVar[str] = "sparse-maml"
@@ -28,7 +29,8 @@ class SparseMAMLConfig(MAMLConfig):
 
 @dataclass
 class SparseReLUMAMLConfig(MAMLConfig):
-    """sparse-ReLU-MAML: inner-lr masks max(m, 0)."""
+    """sparse-ReLU-MAML: inner-lr masks max(m, 0), a continuous, still sparse, learned step
+    size."""
 
     mask: Literal["none", "binary", "relu"] = "relu"
     NAME: ClassVar[str] = "sparse-relu-maml"

@@ -44,7 +44,7 @@ def meta_train(scenario, steps: int, graphed: bool) -> tuple[float, float, dict]
         marks[done] = time.perf_counter()
 
     t0 = time.perf_counter()
-    learner.meta_train(scenario.meta_train, Budget(), progress)
+    learner.meta_train(scenario.meta_train, Budget(), progress, None)
     weights = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
     first = min((k for k in marks if k >= 20), default=steps)
     rate = (steps - first) / (marks[steps] - marks[first]) if first < steps else math.nan

@@ -9,7 +9,7 @@ vmap >= 95% of the batching ceiling on a CPU, >= 15x the loop on a GPU, equal me
 
 Timing: one meta-gradient (forward through the inner loop, backward to the meta-weights) on
 identical tasks drawn from `omniglot-fewshot`, with MAML's Omniglot net (conv4, stride-2, 64
-channels; baselines/fewshot_nets.py) and the quick recipe (1 inner step, lr 0.4, 1 query per
+channels; baselines/networks/functional.py) and the quick recipe (1 inner step, lr 0.4, 1 query per
 class). Methods are interleaved per repeat, so machine load hits them alike; the median time
 per meta-batch and the ratio to the loop are printed, and the losses and meta-gradients are
 checked equal.

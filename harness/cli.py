@@ -60,6 +60,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineErrors
                   help="Benchmark harness for continual and online learning.")
 
 
+_THREADS = [0]
+"""--threads as given (0: not given): a sweep's local workers get it too."""
+
+
 @app.callback()
 def _setup(threads: Annotated[int, typer.Option(
         "--threads", envvar="HARNESS_THREADS",
@@ -74,6 +78,7 @@ def _setup(threads: Annotated[int, typer.Option(
     import torch
 
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    _THREADS[0] = threads
 
 
 # Wide when piped, so tables in logs are not cut; a terminal sets its own width.
@@ -334,7 +339,8 @@ def sweep(
         slurm = {"timeout_min": time_min, "slurm_partition": partition,
                  "cpus_per_task": max(1, int(cpus)), "gpus_per_node": int(gpus) or None}
         ex = cli_sweep.executor_for(executor, workers, address, cpus, gpus,
-                                    root / ".sweep-logs", slurm, cells_per_job, max_running)
+                                    root / ".sweep-logs", slurm, cells_per_job, max_running,
+                                    _THREADS[0])
         with cli_sweep.Display(err, len(planned), ex.workers, quiet) as display:
             summary = run_sweep(planned, ex, retry_failed, display)
         out.print(cli_sweep.summary_table(summary, planned))
@@ -449,8 +455,8 @@ def report(
         "--readme", help="Also put the headline table (omniglot-stream) in this file, between "
                          "the lines <!-- results:start --> and <!-- results:end -->.")] = None,
 ) -> None:
-    """Write the results page (every scenario's leaderboard) and, with --readme, the README's
-    headline table; the same run files give the same bytes."""
+    """Write every scenario folder's leaderboard files, the results page and, with --readme,
+    the README's headline table; the same run files give the same bytes."""
     with _guard():
         import warnings
 
@@ -461,6 +467,7 @@ def report(
             headline_markdown,
             replace_readme_block,
             results_markdown,
+            write_leaderboards,
         )
 
         problems: list[tuple[Path, str]] = []
@@ -485,6 +492,9 @@ def report(
                                        "README that holds the results block") from None
                 new_readme = replace_readme_block(old, headline_markdown(root), str(readme))
         # Nothing is written unless everything could be made.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResultFileWarning)  # printed above
+            write_leaderboards(root)
         atomic_write_text(page, text)
         if new_readme is not None:
             atomic_write_bytes(readme, new_readme.encode("utf-8"))

@@ -95,8 +95,10 @@ def summary_table(summary: Summary, planned: list[Planned]) -> Table:
 
 
 def executor_for(kind: str, workers: int, address: str | None, cpus: float, gpus: float,
-                 logs: Path, slurm: dict[str, Any], cells_per_job: int, max_running: int) -> Any:
-    """The executor the command line names."""
+                 logs: Path, slurm: dict[str, Any], cells_per_job: int, max_running: int,
+                 threads: int = 0) -> Any:
+    """The executor the command line names; `threads` (--threads, 0: not given) for each local
+    worker, else cores / workers."""
     from harness.errors import HarnessError  # noqa: PLC0415
     from harness.sweep import LocalPool, Ray, Serial, Submitit  # noqa: PLC0415
 
@@ -106,7 +108,7 @@ def executor_for(kind: str, workers: int, address: str | None, cpus: float, gpus
     if kind == "serial":
         return Serial()
     if kind == "local":
-        return LocalPool(workers=workers)
+        return LocalPool(workers=workers, threads=threads)
     if kind == "slurm":
         return Submitit(folder=logs, cells_per_job=cells_per_job, max_running=max_running,
                         params={k: v for k, v in slurm.items() if v is not None})

@@ -60,6 +60,9 @@ class PreparedMemo:
             self._items.move_to_end(key)
         return self._items.get(key)
 
+    def values(self) -> list[Prepared]:
+        return list(self._items.values())
+
     def put(self, key: str, prepared: Prepared) -> None:
         self._items[key] = prepared
         self._items.move_to_end(key)
@@ -191,7 +194,7 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
             )
         # Workers of a sweep that need the same checkpoint: one trains it, the others wait
         # and then load it.
-        with fileio.exclusive(path.with_suffix(".lock")):
+        with fileio.exclusive(cache / "locks" / f"{path.stem}.lock"):
             state = _trained_state(entry, cfg, learner, scenario, run, path, progress, info)
         # Named by its key, never by the machine's path.
         info["checkpoint"] = (path if info.get("meta_train_complete", True) else resume).name

@@ -273,7 +273,7 @@ for _e in [
           ("classification", "regression")),
     Entry("fomaml", "baselines.maml:FOMAMLConfig", "first-order MAML",
           ("classification", "regression")),
-    Entry("maml++", "baselines.maml:MAMLPlusPlusConfig",
+    Entry("maml++", "baselines.maml_pp:MAMLPlusPlusConfig",
           "MAML++ (Antoniou et al. 2019): MSL, DA, per-step BN, LSLR, cosine (each a switch)",
           ("classification", "regression")),
     Entry("anil", "baselines.maml:ANILConfig", "ANIL (Raghu et al. 2020): only the head adapts",

@@ -16,11 +16,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baselines.anml import ANMLConfig, ANMLNet
-from baselines.oml import OMLConfig, OMLNet
-from baselines.oml_sine import OMLSineConfig, SineNet
+from baselines.anml import ANMLConfig
+from baselines.networks.oml_anml import ANMLNet, OMLNet, SineNet
+from baselines.oml import OMLConfig
+from baselines.oml_sine import OMLSineConfig
+from harness import prepare as prepare_mod
+from harness.capabilities import HeadSweepable, MetaTrainReport
 from harness.config import BuildContext
 from harness.experiment import RunConfig, build_scenario, execute
+from harness.fast_eval import head_sgd_sweep
 from harness.protocol import Budget
 from harness.runner import run_stream
 
@@ -68,7 +72,7 @@ def test_anml_meta_step_trains_both_nets_and_resets_the_row(synth, order: str) -
     cfg = ANMLConfig(**TINY_ANML, order=order, meta_steps=1, n_meta_outputs=30)
     lrn = learner(cfg, synth)
     before = {k: v.clone() for k, v in lrn.net.state_dict().items()}
-    lrn.meta_train(synth.meta_train, Budget(), None)
+    lrn.meta_train(synth.meta_train, Budget(), None, None)
     after = lrn.net.state_dict()
     for prefix in ("nm.", "gate.", "pred.", "head."):
         assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith(prefix))
@@ -81,13 +85,13 @@ def test_oml_variants_and_sine_meta_steps(synth) -> None:
                         checkpoint_every_s=0.0)
         lrn = learner(cfg, synth)
         rln0 = lrn.net.rln[0].weight.clone()
-        lrn.meta_train(synth.meta_train, Budget(), None)
+        lrn.meta_train(synth.meta_train, Budget(), None, None)
         assert not torch.equal(rln0, lrn.net.rln[0].weight), variant
         assert lrn.describe()["gradient_order"] == ("first" if variant == "2019" else "second")
     sine = build_scenario("sine-incremental", 0, None, {})
     cfg = OMLSineConfig(width=8, rep=12, meta_steps=2, steps_per_function=3, order="second")
     lrn = learner(cfg, sine)
-    lrn.meta_train(sine.meta_train, Budget(), None)
+    lrn.meta_train(sine.meta_train, Budget(), None, None)
     rec = run_stream(lrn, sine.experiences[:2], sine.spec)
     assert np.isfinite(rec.R).all() and lrn.steps_done == 2
 
@@ -95,7 +99,7 @@ def test_oml_variants_and_sine_meta_steps(synth) -> None:
 def test_interrupted_meta_training_resumes_to_the_same_state(synth, tmp_path: Path) -> None:
     cfg = ANMLConfig(**TINY_ANML, order="first", meta_steps=6, n_meta_outputs=30)
     straight = learner(cfg, synth)
-    straight.meta_train(synth.meta_train, Budget(), None)
+    straight.meta_train(synth.meta_train, Budget(), None, None)
 
     path = tmp_path / "anml.partial.safetensors"
     first = learner(cfg, synth, path)
@@ -105,16 +109,65 @@ def test_interrupted_meta_training_resumes_to_the_same_state(synth, tmp_path: Pa
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        first.meta_train(synth.meta_train, Budget(), stop_at_4)
+        first.meta_train(synth.meta_train, Budget(), stop_at_4, None)
     assert path.exists() and path.with_suffix(".json").exists()
     seen: list[int] = []
     resumed = learner(cfg, synth, path)
-    resumed.meta_train(synth.meta_train, Budget(), lambda p, d, t, i: seen.append(d))
+    resumed.meta_train(synth.meta_train, Budget(), lambda p, d, t, i: seen.append(d),
+                       None)
     assert seen[0] == 5, "resumed from the checkpoint after step 4"
     for k, v in straight.state_dict().items():
         if k != "train.seconds":  # wall time differs, everything else must not
             torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
     assert not path.exists(), "the partial checkpoint is removed once training finishes"
+
+
+def test_a_time_limited_meta_training_is_incomplete_and_keeps_its_checkpoint(
+        synth, tmp_path: Path) -> None:
+    """max_meta_seconds counts every segment of a training: a run resumed from a checkpoint
+    that has spent them takes no step, reports itself incomplete and keeps the checkpoint (it
+    used to delete it, and the truncated network was cached as final); with time left the next
+    run finishes where an uninterrupted one ends. A spent budget.seconds stops before a step."""
+    cfg = ANMLConfig(**TINY_ANML, order="first", meta_steps=6, n_meta_outputs=30,
+                     max_meta_seconds=500.0)
+    straight = learner(cfg, synth)
+    assert straight.meta_train(synth.meta_train, Budget(), None, None) == MetaTrainReport(
+        steps_done=6, complete=True, seconds_before=0.0)
+    path = tmp_path / "anml.partial.safetensors"
+    cut = learner(cfg, synth, path).meta_train(synth.meta_train, Budget(seconds=1e-9), None,
+                                               None)
+    assert cut == MetaTrainReport(steps_done=0, complete=False) and path.exists()
+
+    def stop_at_3(phase: str, done: int, total: int, info: dict) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        learner(cfg, synth, path).meta_train(synth.meta_train, Budget(), stop_at_3, None)
+
+    def set_seconds(seconds: float) -> None:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(json.dumps({**meta, "elapsed_s": seconds}))
+
+    set_seconds(600.0)
+    spent = learner(cfg, synth, path)
+    report = spent.meta_train(synth.meta_train, Budget(), None, None)
+    assert report == MetaTrainReport(steps_done=3, complete=False, seconds_before=600.0)
+    assert path.exists() and spent.steps_done == 3
+    set_seconds(1.0)
+    resumed = learner(cfg, synth, path)
+    report = resumed.meta_train(synth.meta_train, Budget(), None, None)
+    assert (report.steps_done, report.complete, report.seconds_before) == (6, True, 1.0)
+    assert not path.exists(), "complete: the partial checkpoint is removed"
+    for k, v in straight.state_dict().items():
+        if k != "train.seconds":
+            torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+
+
+def test_the_iid_oracle_offers_no_sweep(synth) -> None:
+    """The vectorized lr sweep reproduces the stream protocol; the i.i.d. oracle has none."""
+    assert learner(ANMLConfig(**TINY_ANML, init="random", iid=True), synth).sweep_features() \
+        is None
 
 
 @pytest.mark.slow
@@ -136,7 +189,7 @@ def show(phase, done, total, info):
     print(done, flush=True)
     if done == hang:
         time.sleep(600)  # the test kills the process here, after the step-`hang` checkpoint
-lrn.meta_train(sc.meta_train, Budget(), show)
+lrn.meta_train(sc.meta_train, Budget(), show, None)
 """)
     path = tmp_path / "ckpt.partial.safetensors"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -161,7 +214,9 @@ lrn.meta_train(sc.meta_train, Budget(), show)
 def test_fast_sweep_equals_the_runners_per_sample_loop(synth) -> None:
     cfg = ANMLConfig(**TINY_ANML, init="random")
     lrs = [1e-3, 3e-2, 0.3]
-    fast = learner(cfg, synth).lr_sweep(synth.experiences, synth.spec, lrs)
+    lrn = learner(cfg, synth)
+    assert isinstance(lrn, HeadSweepable)
+    fast = head_sgd_sweep(lrn.sweep_features(), synth.experiences, synth.spec, lrs)
     for lr, rec in zip(lrs, fast, strict=True):
         cfg_lr = ANMLConfig(**TINY_ANML, init="random", lr=lr)
         ref = run_stream(learner(cfg_lr, synth), synth.experiences, synth.spec)
@@ -186,9 +241,7 @@ def test_run_records_provenance_and_reuses_the_checkpoint(tmp_path: Path) -> Non
     assert rows[0]["meta_train_steps"] == "3.0" and rows[0]["lr_selected_on"].startswith("val")
     ckpts = list((tmp_path / "cache" / "checkpoints").glob("anml-*.safetensors"))
     assert len(ckpts) == 1 and ".partial" not in ckpts[0].name
-    from harness import experiment
 
-    experiment._MEMO.clear()
     second = execute(run)
     assert second.metrics["meta_test_test_acc"] == first.metrics["meta_test_test_acc"]
 
@@ -260,25 +313,23 @@ def test_lr_selection_uses_the_sweep_and_scores_like_the_loop(tmp_path: Path, mo
             "lr_selection"]["lr_scores"]
 
     calls: list[int] = []
-    real = HeadOnlyLearner.lr_sweep
-    monkeypatch.setattr(HeadOnlyLearner, "lr_sweep",
-                        lambda self, *a: calls.append(1) or real(self, *a))
+    real = HeadOnlyLearner.sweep_features
+    monkeypatch.setattr(HeadOnlyLearner, "sweep_features",
+                        lambda self: calls.append(1) or real(self))
     fast = scores()
     assert calls == [1]  # one vectorized pass for the whole grid
-    monkeypatch.delattr(HeadOnlyLearner, "lr_sweep")
+    monkeypatch.setattr(HeadOnlyLearner, "sweep_features", lambda self: None)  # the loop
     slow = scores()
     assert fast == slow
     assert fast[str(1e38)] == float("-inf") and fast[str(1e-3)] > float("-inf")
 
 
 def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path: Path, monkeypatch) -> None:
-    from harness import experiment
     from harness.registry import get_learner, make_config
 
     class Stop(Exception):
         pass
 
-    monkeypatch.setattr(experiment, "_MEMO", {})
     entry = get_learner("anml")
     cfg = make_config(entry, "quick", {**{k: str(v) for k, v in TINY_ANML.items()},
                                        "meta_steps": "6", "n_meta_outputs": "30"})
@@ -291,11 +342,11 @@ def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path: Path, monk
             raise Stop
 
     with pytest.raises(Stop):
-        experiment.prepare(entry, cfg, scenario, run, stop_at_3)
+        prepare_mod.prepare(entry, cfg, scenario, run, stop_at_3)
     (partial,) = (tmp_path / "cache" / "checkpoints").glob("*.partial.safetensors")
     meta = json.loads(partial.with_suffix(".json").read_text())
     partial.with_suffix(".json").write_text(json.dumps({**meta, "elapsed_s": 1000.0}))
-    info = experiment.prepare(entry, cfg, scenario, run, None).info
+    info = prepare_mod.prepare(entry, cfg, scenario, run, None).info
     assert 1000.0 < info["meta_train_s"] < 1100.0, info
 
 
@@ -312,7 +363,6 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
     from harness.metrics import relative_drop
     from harness.registry import get_learner
 
-    experiment._MEMO.clear()
     out, cache = tmp_path / "out", tmp_path / "cache"
     res = CliRunner().invoke(app, [
         "run", "--scenario", "synthetic-stream", "--learner", "anml", "--out", str(out),
@@ -335,7 +385,6 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
     assert infos["anml"]["checkpoint"] == infos["anml-iid"]["checkpoint"] != ""
     assert infos["anml"]["meta_train_s"] == infos["anml-iid"]["meta_train_s"] > 0
     # A later process (memo cleared) loads the same checkpoint for the oracle alone.
-    experiment._MEMO.clear()
     alone = experiment.execute(RunConfig(
         scenario="synthetic-stream", learner="anml-iid", out_dir=tmp_path / "alone",
         cache_dir=cache, lr_grid=(1e-1,), overrides={
@@ -377,10 +426,8 @@ def test_meta_seed_minus_one_meta_trains_one_network_per_run_seed(tmp_path: Path
     """meta_seed=-1: each run seed meta-trains its own network (its own checkpoint, different
     weights), so a CI over seeds includes meta-training variance; the rows record the
     meta-seed used. The default (0) shares one checkpoint across seeds."""
-    from harness import experiment
 
     def run(seed: int, meta_seed: str, cache: str) -> dict[str, str]:
-        experiment._MEMO.clear()
         res = execute(RunConfig(
             scenario="synthetic-stream", learner="anml", seed=seed, out_dir=tmp_path / cache,
             cache_dir=tmp_path / cache, lr_grid=(1e-2,),

@@ -17,9 +17,10 @@ from baselines.backbone import UNSEEN_LOGIT, BackboneConfig, pretrain
 from baselines.finetune import FinetuneConfig, PretrainConfig
 from baselines.iid_offline import IIDOfflineConfig
 from baselines.ncm import NCMConfig
-from baselines.nets import BACKBONES, make_backbone
+from baselines.networks.modules import BACKBONES, make_backbone
 from baselines.replay import ReplayConfig, ReservoirBuffer
 from baselines.slda import SLDAConfig
+from harness.capabilities import MetaTrainReport
 from harness.config import BuildContext, check_choice, check_range, train_config_hash
 from harness.errors import HarnessError
 from harness.protocol import Budget, Experience, LabeledPool, ScenarioSpec
@@ -297,7 +298,7 @@ def test_checkpoint_roundtrip_gives_identical_predictions(name: str, tmp_path) -
     exps = _experiences(classes_per_exp=2, batch_size=3)
     a = _build(cfg, seed=0)
     assert a.needs_meta_train
-    a.meta_train(_pool(), Budget(), None)
+    assert a.meta_train(_pool(), Budget(), None, None) == MetaTrainReport(steps_done=None)
     sd = a.state_dict()
     assert sd and all(k.startswith("features.") and isinstance(v, torch.Tensor)
                       for k, v in sd.items())
@@ -324,7 +325,7 @@ def test_checkpoint_does_not_depend_on_n_outputs(name: str) -> None:
     sds = []
     for n_outputs in (4, 7):
         learner = _build(cfg, dataclasses.replace(SPEC, n_outputs=n_outputs))
-        learner.meta_train(pool, Budget(), None)
+        learner.meta_train(pool, Budget(), None, None)
         sds.append(learner.state_dict())
     assert sds[0].keys() == sds[1].keys()
     assert all(torch.equal(sds[0][k], sds[1][k]) for k in sds[0])
@@ -336,7 +337,7 @@ def test_checkpoint_does_not_depend_on_n_outputs(name: str) -> None:
 def test_meta_train_needs_a_labelled_pool() -> None:
     learner = _build(ALL_CONFIGS["ncm"])
     with pytest.raises(HarnessError, match="pretrain=false"):
-        learner.meta_train(None, Budget(), None)
+        learner.meta_train(None, Budget(), None, None)
 
 
 # -- determinism, shapes, configs --------------------------------------------------------------
@@ -430,7 +431,7 @@ def test_learners_run_on_cuda(name: str) -> None:
     for device in ("cpu", "cuda"):
         learner = cfg.build(BuildContext(spec=SPEC, seed=0, device=device))
         if learner.needs_meta_train:
-            learner.meta_train(_pool(), Budget(), None)
+            learner.meta_train(_pool(), Budget(), None, None)
         learner.train(True)
         for exp in exps:
             for x, y in exp:

@@ -64,7 +64,7 @@ def no_run(monkeypatch):
         calls.append(args)
         raise AssertionError("a run started on bad input")
 
-    monkeypatch.setattr(experiment, "_measure", measure)
+    monkeypatch.setattr(experiment, "measure", measure)
     return calls
 
 

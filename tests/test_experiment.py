@@ -102,12 +102,12 @@ def test_crashing_learner_is_recorded_as_failed(tmp_path: Path) -> None:
 
 
 def test_interrupted_run_leaves_no_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.experiment as exp
+    import harness.measure as measure
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exp, "run_stream", interrupt)
+    monkeypatch.setattr(measure, "run_stream", interrupt)
     with pytest.raises(KeyboardInterrupt):
         execute(_cfg(tmp_path, "my_learners.toy:Linear"))
     assert not list((tmp_path / "res").rglob("*.csv"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ import torch
 from safetensors.torch import load_file
 from test_maml_family import _Interrupt, _RandomSampler
 
-from baselines.maml import MAMLPlusPlusConfig
+from baselines.maml_pp import MAMLPlusPlusConfig
+from harness.building import build_learner
 from harness.config import BuildContext, apply_overrides
-from harness.errors import HarnessError
+from harness.errors import DivergedError, HarnessError
+from harness.prepare import PreparedMemo
 from harness.protocol import Budget, Experience, ScenarioSpec
+from harness.runner import run_episodes
 
 torch.set_num_threads(1)
 
@@ -43,6 +47,22 @@ def _episodes(n: int, seed: int = 1) -> list[Experience]:
     return [Experience(x=torch.rand(6, 1, 16, 16, generator=g), y=torch.arange(3).repeat(2),
                        x_test=torch.rand(15, 1, 16, 16, generator=g),
                        y_test=torch.arange(3).repeat(5), batch_size=6) for _ in range(n)]
+
+
+class _Validate:
+    """What the harness passes to meta_train as `validate`: `episodes` run through its episode
+    loop on the learner as it is; the mean accuracy (minus the mean MSE), -inf on divergence."""
+
+    def __init__(self, learner, episodes) -> None:
+        self.learner, self.episodes, self.n_episodes = learner, episodes, len(episodes)
+
+    def __call__(self) -> float:
+        try:
+            scores = run_episodes(self.learner, self.episodes, self.learner.spec).scores
+        except DivergedError:
+            return -math.inf
+        mean = float(scores.mean())
+        return -mean if self.learner.spec.task == "regression" else mean
 
 
 def _build(resume_path=None, **changes):
@@ -103,7 +123,7 @@ def test_meta_training_keeps_the_k_best_validated_checkpoints() -> None:
             seen.append((_val_score_by_hand(learner, val), done,
                          {k: v.detach().clone() for k, v in learner.meta_params().items()}))
 
-    learner.meta_train(_Tasks(), Budget(), progress, val_episodes=val)
+    learner.meta_train(_Tasks(), Budget(), progress, _Validate(learner, val))
     assert [s for _, s, _ in seen] == list(range(1, 9)), "validated after every step"
     assert len({round(s, 6) for s, _, _ in seen}) > 2, "the scores must differ to test a pick"
     best = sorted(seen, key=lambda t: (t[0], t[1]), reverse=True)[:3]  # ties: the later step
@@ -126,13 +146,13 @@ def test_validation_every_n_steps_and_after_the_last() -> None:
     steps = []
     learner = _build(meta_steps=7, ensemble_top=2, val_every=3)
     learner.meta_train(_Tasks(), Budget(), lambda ph, d, t, i: steps.append(d)
-                       if ph == "validation" else None, val_episodes=_episodes(1))
+                       if ph == "validation" else None, _Validate(learner, _episodes(1)))
     assert steps == [3, 6, 7]
 
 
 def test_the_ensemble_predicts_the_mean_of_its_members_logits() -> None:
     learner = _build(meta_steps=6, ensemble_top=3, val_every=2)
-    learner.meta_train(_Tasks(), Budget(), None, val_episodes=_episodes(2))
+    learner.meta_train(_Tasks(), Budget(), None, _Validate(learner, _episodes(2)))
     members = learner.members()
     assert len(members) == 3
     (ep,) = _episodes(1, seed=5)
@@ -166,10 +186,10 @@ def test_ensemble_top_0_is_the_last_checkpoint_as_before() -> None:
     assert not [k for k in off.state_dict() if k.startswith("ens")]
     assert set(off.state_dict()) == {f"params.{k}" for k in off.params} | {
         f"lrs.{k}" for k in off.lrs}
-    off.meta_train(_Tasks(), Budget(), None)
+    off.meta_train(_Tasks(), Budget(), None, None)
     assert off.describe()["checkpoint_selection"] == "last"
     on = _build(ensemble_top=2, val_every=2)
-    on.meta_train(_Tasks(), Budget(), None, val_episodes=_episodes(2))
+    on.meta_train(_Tasks(), Budget(), None, _Validate(on, _episodes(2)))
     for k, v in off.state_dict().items():
         assert torch.equal(on.state_dict()[k], v), k
     (ep,) = _episodes(1, seed=5)
@@ -190,24 +210,24 @@ def test_ensemble_top_0_is_the_last_checkpoint_as_before() -> None:
 def test_resumed_meta_training_keeps_the_same_ensemble(tmp_path) -> None:
     val = _episodes(2)
     straight = _build(meta_steps=8, ensemble_top=2, val_every=2)
-    straight.meta_train(_Tasks(), Budget(), None, val_episodes=val)
+    straight.meta_train(_Tasks(), Budget(), None, _Validate(straight, val))
     path = tmp_path / "partial.safetensors"
     first = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
     with pytest.raises(_Interrupt):  # stops after 5 steps: two validations held
-        first.meta_train(_Tasks(stop_at=5), Budget(), None, val_episodes=val)
+        first.meta_train(_Tasks(stop_at=5), Budget(), None, _Validate(first, val))
     saved = load_file(str(path))
     assert sorted(saved["model.ens_step"].tolist()) == [2, 4]
     assert "model.ens1/conv0/weight" in saved, "the partial checkpoint carries the members"
     restored = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
     with pytest.raises(_Interrupt):  # restores the partial checkpoint, then stops at once
-        restored.meta_train(_Tasks(stop_at=0), Budget(), None, val_episodes=val)
+        restored.meta_train(_Tasks(stop_at=0), Budget(), None, _Validate(restored, val))
     assert restored.ens_step.tolist() == first.ens_step.tolist()
     assert restored.ens_score.tolist() == first.ens_score.tolist()
     for a, b in zip(restored.members(), first.members(), strict=True):
         for name, v in b.items():
             assert torch.equal(a[name], v), name
     resumed = _build(path, meta_steps=8, ensemble_top=2, val_every=2)
-    resumed.meta_train(_Tasks(), Budget(), None, val_episodes=val)
+    resumed.meta_train(_Tasks(), Budget(), None, _Validate(resumed, val))
     assert not path.exists()
     assert resumed.ens_step.tolist() == straight.ens_step.tolist()
     assert resumed.ens_score.tolist() == straight.ens_score.tolist()
@@ -230,11 +250,11 @@ def test_a_cached_checkpoint_gives_the_same_ensemble_and_predictions(tmp_path, m
         "ways": "3", "test_episodes": "3", "val_episodes": "2"})
 
     def execute():
-        monkeypatch.setattr(experiment, "_MEMO", {})
-        res = experiment.execute(run, scenario=scenario)
+        memo = PreparedMemo()
+        res = experiment.execute(run, scenario=scenario, memo=memo)
         assert res.status == "ok", res.error
         rows = {r["metric"]: r for r in csv.DictReader(res.csv_path.open())}
-        (prepared,) = experiment._MEMO.values()
+        (prepared,) = memo.values()
         return prepared, rows["episode_acc"]
 
     trained, row = execute()
@@ -251,7 +271,7 @@ def test_a_cached_checkpoint_gives_the_same_ensemble_and_predictions(tmp_path, m
         assert on_disk[f"ens{slot}/conv0/weight"].abs().sum() > 0
     cfg = apply_overrides(MAMLPlusPlusConfig, {k: run.overrides[k] for k in (
         "meta_steps", "meta_batch", "channels", "ensemble_top", "val_every")}, "maml++")
-    learners = [experiment._instantiate(p, cfg, scenario.spec, run, None)
+    learners = [build_learner(cfg, scenario.spec, run, None, p.state)
                 for p in (trained, cached)]
     assert [len(learner.members()) for learner in learners] == [2, 2]
     for ep in scenario.experiences:
@@ -269,9 +289,8 @@ def test_ensembling_without_validation_episodes_is_a_one_line_error(tmp_path, mo
 
     learner = _build()
     with pytest.raises(HarnessError, match="ensemble_top=3 picks checkpoints on validation") as e:
-        learner.meta_train(_Tasks(), Budget(), None)
+        learner.meta_train(_Tasks(), Budget(), None, None)
     assert "\n" not in str(e.value)
-    monkeypatch.setattr(experiment, "_MEMO", {})
     run = experiment.RunConfig(
         scenario="omniglot-fewshot", learner="maml++", preset="paper", out_dir=tmp_path / "r",
         cache_dir=tmp_path / "c", overrides={"val_episodes": "0", "test_episodes": "2",

@@ -14,19 +14,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.fewshot_nets import Conv4, batch_norm, is_head
 from baselines.maml import (
     ANILConfig,
     BOILConfig,
     FOMAMLConfig,
     MAMLConfig,
-    MAMLPlusPlusConfig,
     bn_cancelled,
     mask_values,
 )
+from baselines.maml_pp import MAMLPlusPlusConfig
+from baselines.metakit import recipes
+from baselines.networks.functional import FunctionalConv4, batch_norm, is_head
 from baselines.protonet import ProtoNetConfig
 from baselines.reptile import ReptileConfig, inner_train
 from baselines.sparse_maml import SparseMAMLConfig, SparseReLUMAMLConfig
+from harness import prepare as prepare_mod
+from harness.capabilities import MetaTrainReport
 from harness.config import BuildContext
 from harness.errors import HarnessError
 from harness.protocol import Budget, ScenarioSpec
@@ -123,7 +126,7 @@ def _tasks(n_tasks: int = 3, seed: int = 0):
 
 def _unrolled_meta_grads(learner, tasks, steps: int, lr: float, first_order: bool) -> dict:
     """Reference: per task, `steps` SGD steps with torch.autograd.grad(create_graph=True)."""
-    net: Conv4 = learner.net
+    net: FunctionalConv4 = learner.net
     theta = {k: v.detach().clone().requires_grad_() for k, v in learner.meta_params().items()}
     total = 0.0
     xs, ys, xq, yq = tasks
@@ -243,7 +246,7 @@ def test_reptile_update_is_interpolation_toward_adapted_weights() -> None:
     x, y = _support(8)
     xs = torch.stack([x[:4], x[4:]])
     ys = torch.stack([y[:4], y[4:]])
-    learner.meta_train(_FixedSampler((xs, ys, xs[:, :0], ys[:, :0])), Budget(), None)
+    learner.meta_train(_FixedSampler((xs, ys, xs[:, :0], ys[:, :0])), Budget(), None, None)
     idx = torch.arange(4).expand(3, -1)
     phis = [inner_train(learner.net, F.mse_loss, theta, xs[i], ys[i], idx, 0.02, "sgd")
             for i in range(2)]
@@ -276,7 +279,7 @@ def test_reptile_inner_adam_state_persists_across_tasks_and_into_meta_test() -> 
     p = _meta(learner)
     x, y = _support(4)
     learner.meta_train(_FixedSampler((x[None], y[None], x[None, :0], y[None, :0])),
-                       Budget(), None)
+                       Budget(), None, None)
     v = {k: torch.zeros_like(t) for k, t in p.items()}
     t = 0
     for _ in range(2):  # two meta-steps of one task each, one Adam state throughout
@@ -333,7 +336,7 @@ def test_protonet_predicts_negative_squared_distance_to_class_means() -> None:
     learner.observe(xs[0], ys[0])
     with torch.no_grad():
         logits = learner.predict(xq[0])
-        f = learner.net.forward(learner._p(), torch.cat([xs[0], xq[0]]), len(xs[0]))
+        f = learner.net.forward(learner.meta_params(), torch.cat([xs[0], xq[0]]), len(xs[0]))
         protos = torch.stack([f[:6][ys[0] == c].mean(0) for c in range(3)])
         want = -((f[6:, None, :] - protos[None]) ** 2).sum(-1)
     torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-4)
@@ -349,7 +352,7 @@ def test_maml_meta_training_reduces_sinusoid_error() -> None:
     learner = MAMLConfig(backbone="mlp", inner_lr=0.01, meta_steps=150, meta_batch=10,
                          meta_lr=3e-3).build(BuildContext(spec=sc.spec, seed=0))
     before = run_episodes(learner, sc.experiences, sc.spec).scores.mean()
-    learner.meta_train(sc.meta_train, Budget(), None)
+    learner.meta_train(sc.meta_train, Budget(), None, None)
     after = run_episodes(learner, sc.experiences, sc.spec).scores.mean()
     assert after < 0.6 * before, (before, after)
 
@@ -374,14 +377,14 @@ def test_meta_training_resumes_from_partial_checkpoint(tmp_path) -> None:
     tasks = _tasks(2)
     cfg = MAMLConfig(**TINY, meta_steps=5, meta_batch=2, checkpoint_every_s=0.0)
     straight = cfg.build(BuildContext(spec=IMG, seed=0))
-    straight.meta_train(_FixedSampler(tasks), Budget(), None)
+    straight.meta_train(_FixedSampler(tasks), Budget(), None, None)
     path = tmp_path / "partial.safetensors"
     first = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
     with pytest.raises(_Interrupt):
-        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None)
+        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None, None)
     assert path.exists()
     resumed = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
-    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None)
+    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None, None)
     assert not path.exists(), "a finished meta-training removes its partial checkpoint"
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
@@ -391,14 +394,14 @@ def test_reptile_resumed_meta_training_continues_the_inner_adam_state(tmp_path) 
     tasks = _tasks(2)
     cfg = ReptileConfig(**TINY, meta_steps=5, meta_batch=2, inner_steps=2, checkpoint_every_s=0.0)
     straight = cfg.build(BuildContext(spec=IMG, seed=0))
-    straight.meta_train(_FixedSampler(tasks), Budget(), None)
+    straight.meta_train(_FixedSampler(tasks), Budget(), None, None)
     assert int(straight.adam_t) == 5 * 2 * 2
     path = tmp_path / "partial.safetensors"
     first = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
     with pytest.raises(_Interrupt):
-        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None)
+        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None, None)
     resumed = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
-    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None)
+    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None, None)
     assert int(resumed.adam_t) == 5 * 2 * 2
     for k, v in straight.state_dict().items():
         if bn_cancelled(k):
@@ -424,21 +427,20 @@ def test_resumed_meta_training_carries_the_interrupted_seconds(tmp_path, cfg) ->
     path = tmp_path / "partial.safetensors"
     first = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
     with pytest.raises(_Interrupt):
-        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None)
+        first.meta_train(_InterruptingSampler(tasks, 3), Budget(), None, None)
     _set_recorded_seconds(path, 1000.0)
     resumed = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
-    resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None)
-    assert resumed.resumed_seconds == 1000.0
+    report = resumed.meta_train(_InterruptingSampler(tasks, 99), Budget(), None, None)
+    assert report == MetaTrainReport(steps_done=5, complete=True, seconds_before=1000.0)
     fresh = cfg.build(BuildContext(spec=IMG, seed=0, resume_path=path))
-    fresh.meta_train(_FixedSampler(tasks), Budget(), None)
-    assert fresh.resumed_seconds == 0.0, "no partial checkpoint left: nothing carried over"
+    report = fresh.meta_train(_FixedSampler(tasks), Budget(), None, None)
+    assert report.seconds_before == 0.0, "no partial checkpoint left: nothing carried over"
 
 
 def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path, monkeypatch) -> None:
     from harness import experiment
     from harness.registry import get_learner, make_config
 
-    monkeypatch.setattr(experiment, "_MEMO", {})
     entry = get_learner("maml")
     cfg = make_config(entry, "quick", {"meta_steps": "20", "meta_batch": "2",
                                        "checkpoint_every_s": "0"})
@@ -452,10 +454,10 @@ def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path, monkeypatc
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        experiment.prepare(entry, cfg, scenario, run, stop_at_11)
+        prepare_mod.prepare(entry, cfg, scenario, run, stop_at_11)
     (partial,) = (tmp_path / "cache" / "checkpoints").glob("*.partial.safetensors")
     _set_recorded_seconds(partial, 1000.0)
-    info = experiment.prepare(entry, cfg, scenario, run, None).info
+    info = prepare_mod.prepare(entry, cfg, scenario, run, None).info
     assert 1000.0 < info["meta_train_s"] < 1100.0, info
     # The row names the checkpoint by its key; it lies in the cache's checkpoints folder.
     ckpt = tmp_path / "cache" / "checkpoints" / info["checkpoint"]
@@ -467,16 +469,16 @@ def test_reported_meta_train_s_includes_the_interrupted_run(tmp_path, monkeypatc
 def test_resnet12_and_conv4_shapes_under_vmap() -> None:
     from torch.func import vmap
 
-    from baselines.fewshot_nets import ResNet12, make_backbone
+    from baselines.networks.functional import FunctionalResNet12, make_functional_backbone
 
-    net = ResNet12(widths=(4, 6, 8, 10), n_out=5)
+    net = FunctionalResNet12(widths=(4, 6, 8, 10), n_out=5)
     p = net.init(torch.Generator().manual_seed(0))
     x = torch.rand(2, 3, 3, 84, 84)
     out = vmap(lambda x: net.forward(p, x, 2))(torch.cat([x, x], 1))
     assert out.shape == (2, 6, 5) and torch.isfinite(out).all()
-    assert make_backbone("conv4", (3, 84, 84), 5).feature_dim == 32 * 5 * 5
-    assert make_backbone("conv4", (1, 28, 28), 5).feature_dim == 64
-    assert make_backbone("conv4-stride", (1, 28, 28), 5).feature_dim == 64
+    assert make_functional_backbone("conv4", (3, 84, 84), 5).feature_dim == 32 * 5 * 5
+    assert make_functional_backbone("conv4", (1, 28, 28), 5).feature_dim == 64
+    assert make_functional_backbone("conv4-stride", (1, 28, 28), 5).feature_dim == 64
     spec = ScenarioSpec(input_shape=(3, 84, 84), n_outputs=5, episodic=True)
     learner = MAMLConfig(backbone="resnet12", inner_steps=1).build(BuildContext(spec=spec))
     assert learner.net.feature_dim == 640
@@ -485,8 +487,6 @@ def test_resnet12_and_conv4_shapes_under_vmap() -> None:
 def test_checkpoint_key_follows_training_fields_and_only_its_own_recipe(monkeypatch) -> None:
     """The harness keys a checkpoint on the config resolved for the scenario: an edit of one
     scenario kind's recipe retrains that kind, and leaves the others' checkpoints valid."""
-    from baselines import maml, protonet
-
     omni = ScenarioSpec(input_shape=(1, 28, 28), n_outputs=5, episodic=True)
     sine = ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True)
 
@@ -500,10 +500,10 @@ def test_checkpoint_key_follows_training_fields_and_only_its_own_recipe(monkeypa
     assert key(MAMLConfig(meta_lr=3e-3), omni) != k_omni
     assert key(FOMAMLConfig(), omni) != k_omni
     k_proto = key(ProtoNetConfig(), omni)
-    monkeypatch.setitem(maml.RECIPES["quick"], "omniglot",
-                        {**maml.RECIPES["quick"]["omniglot"], "meta_steps": 7})
-    monkeypatch.setitem(protonet.RECIPES["quick"], "omniglot",
-                        {**protonet.RECIPES["quick"]["omniglot"], "meta_steps": 7})
+    monkeypatch.setitem(recipes.MAML_RECIPES["quick"], "omniglot",
+                        {**recipes.MAML_RECIPES["quick"]["omniglot"], "meta_steps": 7})
+    monkeypatch.setitem(recipes.PROTONET_RECIPES["quick"], "omniglot",
+                        {**recipes.PROTONET_RECIPES["quick"]["omniglot"], "meta_steps": 7})
     assert key(MAMLConfig(), omni) != k_omni, "editing a recipe must retrain"
     assert key(MAMLConfig(), sine) == k_sine, "another kind's recipe edit must not retrain"
     assert key(ProtoNetConfig(), omni) != k_proto
@@ -527,11 +527,9 @@ def test_batch_norm_matches_torch_and_uses_only_the_reference_rows():
 
 
 def test_a_recipe_edit_is_a_new_configuration_with_its_own_run_id(tmp_path, monkeypatch) -> None:
-    from baselines import maml
     from harness import experiment
 
     def run_id() -> tuple[str, dict]:
-        monkeypatch.setattr(experiment, "_MEMO", {})
         run = experiment.RunConfig(
             scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / "res",
             cache_dir=tmp_path / "cache",
@@ -540,11 +538,11 @@ def test_a_recipe_edit_is_a_new_configuration_with_its_own_run_id(tmp_path, monk
         assert res.status == "ok", res.error
         return res.run_id, json.loads(res.csv_path.with_suffix(".json").read_text())
 
-    monkeypatch.setitem(maml.RECIPES["quick"], "sinusoid",
-                        {**maml.RECIPES["quick"]["sinusoid"], "meta_steps": 3})
+    monkeypatch.setitem(recipes.MAML_RECIPES["quick"], "sinusoid",
+                        {**recipes.MAML_RECIPES["quick"]["sinusoid"], "meta_steps": 3})
     first, cfg1 = run_id()
-    monkeypatch.setitem(maml.RECIPES["quick"], "sinusoid",
-                        {**maml.RECIPES["quick"]["sinusoid"], "meta_steps": 4})
+    monkeypatch.setitem(recipes.MAML_RECIPES["quick"], "sinusoid",
+                        {**recipes.MAML_RECIPES["quick"]["sinusoid"], "meta_steps": 4})
     second, cfg2 = run_id()
     assert first != second, "the old record must not be overwritten by a different recipe"
     assert cfg1["resolved_learner_config"]["meta_steps"] == 3
@@ -557,7 +555,6 @@ def test_each_seed_meta_trains_its_own_checkpoint(tmp_path, monkeypatch) -> None
     must not be reused for seed 2 (it was, before the seed was part of the key)."""
     from harness import experiment
 
-    monkeypatch.setattr(experiment, "_MEMO", {})
     results = []
     for seed in (1, 2, 1):
         run = experiment.RunConfig(
@@ -584,7 +581,6 @@ def test_more_test_episodes_reuse_the_checkpoint_other_scenario_changes_retrain(
     base = {"val_episodes": "2", "meta_batch": "2", "meta_steps": "2"}
 
     def meta(**changes):
-        monkeypatch.setattr(experiment, "_MEMO", {})  # as a new process
         run = experiment.RunConfig(
             scenario="sinusoid-fewshot", learner="maml", seed=0, out_dir=tmp_path / "res",
             cache_dir=tmp_path / "cache",
@@ -641,10 +637,10 @@ def test_sinusoid_recipe_initialises_the_net_as_maml_code_does() -> None:
 
 
 def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> None:
-    from harness import experiment
+    from harness import experiment, measure
     from harness.errors import DivergedError
 
-    real = experiment.run_episodes
+    real = measure.run_episodes
     calls = []
 
     def second_diverges(*a, **k):
@@ -653,7 +649,7 @@ def test_a_diverged_episode_set_is_named_in_the_error(tmp_path, monkeypatch) -> 
             raise DivergedError("episode 3 of 2: the query score is inf")
         return real(*a, **k)
 
-    monkeypatch.setattr(experiment, "run_episodes", second_diverges)
+    monkeypatch.setattr(measure, "run_episodes", second_diverges)
     run = experiment.RunConfig(
         scenario="sinusoid-fewshot", learner="maml", seed=0, out_dir=tmp_path / "res",
         cache_dir=tmp_path / "cache",
@@ -693,7 +689,6 @@ def test_paper_preset_of_the_gpu_rows_runs_end_to_end(tmp_path, monkeypatch, lea
     from harness import experiment
     from scenarios.miniimagenet_data import write_fake_cache
 
-    monkeypatch.setattr(experiment, "_MEMO", {})
     data = None
     overrides = {"meta_steps": "2", "test_episodes": "2", "val_episodes": "0", **extra}
     if scenario == "miniimagenet-fewshot":  # 16x16 fake images: the conv4 pools down to 1x1
@@ -734,7 +729,7 @@ def test_sine_trajectory_script_meta_trains_exactly_as_the_harness(tmp_path) -> 
     assert line["test"]["K5_S0"] == line["test"]["K10_S0"], "S=0 does not depend on K"
     spec = ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True)
     learner = MAMLConfig(recipe="quick", meta_steps=5).build(BuildContext(spec=spec, seed=3))
-    learner.meta_train(SinusoidSampler(10, 10), Budget(), None)
+    learner.meta_train(SinusoidSampler(10, 10), Budget(), None, None)
     script_state = load_file(str(tmp_path / "w.safetensors"))
     for k, v in learner.state_dict().items():
         assert torch.equal(script_state[k], v), k
@@ -751,7 +746,6 @@ def test_a_time_limited_meta_training_records_its_steps_and_the_next_run_resumes
 
     def steps_row(limit: str, cache: str = "cache", status: str = "ok",
                   ) -> dict[str, dict[str, str]]:
-        monkeypatch.setattr(experiment, "_MEMO", {})
         run = experiment.RunConfig(
             scenario="sinusoid-fewshot", learner="maml", out_dir=tmp_path / cache / "res",
             cache_dir=tmp_path / cache,
@@ -784,6 +778,34 @@ def test_a_time_limited_meta_training_records_its_steps_and_the_next_run_resumes
     uninterrupted = steps_row("0", cache="other")
     assert uninterrupted["episode_mse"]["value"] == rows["episode_mse"]["value"], \
         "stopping twice and resuming gives the uninterrupted run's weights"
+
+
+@pytest.mark.parametrize("cfg", [
+    MAMLConfig(**TINY, meta_steps=4, meta_batch=2, checkpoint_every_s=1e9),
+    ReptileConfig(**TINY, meta_steps=4, meta_batch=2, inner_steps=1, checkpoint_every_s=1e9),
+    ProtoNetConfig(channels=4, meta_steps=4, checkpoint_every_s=1e9),
+], ids=["maml", "reptile", "protonet"])
+def test_a_time_limit_reports_the_training_incomplete_and_the_next_call_resumes(
+        tmp_path, cfg) -> None:
+    """A time limit stops meta-training after a step: the report says how many steps in all and
+    that it is incomplete, the partial checkpoint is saved (here only then: checkpoint_every_s
+    is huge), and the next call resumes from it until one completes."""
+    tasks = _tasks(2)
+    straight = cfg.build(BuildContext(spec=IMG, seed=0))
+    assert straight.meta_train(_FixedSampler(tasks), Budget(), None, None) == MetaTrainReport(
+        steps_done=4, complete=True)
+    path = tmp_path / "partial.safetensors"
+    reports = []
+    for limit in (1e-9, 1e-9, 0.0):
+        learner = dataclasses.replace(cfg, time_limit_s=limit).build(
+            BuildContext(spec=IMG, seed=0, resume_path=path))
+        reports.append(learner.meta_train(_FixedSampler(tasks), Budget(), None, None))
+        assert path.exists() == (limit > 0)
+    assert [(r.steps_done, r.complete) for r in reports] == [(1, False), (2, False), (4, True)]
+    assert reports[0].seconds_before == 0.0 < reports[1].seconds_before
+    for k, v in straight.state_dict().items():
+        if not bn_cancelled(k):
+            torch.testing.assert_close(learner.state_dict()[k], v, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("cfg_class", [MAMLConfig, ReptileConfig, ProtoNetConfig])
@@ -845,7 +867,7 @@ def test_cuda_graph_meta_training_gives_the_eager_model(name, monkeypatch, tmp_p
 
     def trained(graphed: bool, resume_path=None, stop_at: int = -1):
         learner = build(graphed, resume_path)
-        learner.meta_train(_RandomSampler(stop_at), Budget(), None)
+        learner.meta_train(_RandomSampler(stop_at), Budget(), None, None)
         return learner
 
     def same_model(a, b) -> None:
@@ -877,6 +899,25 @@ def test_cuda_graph_is_refused_off_cuda_and_with_the_per_task_loop() -> None:
     learner = MAMLConfig(**TINY, meta_steps=2, meta_batch=2, cuda_graph=True).build(
         BuildContext(spec=IMG, seed=0))
     with pytest.raises(HarnessError, match="cuda_graph needs --device cuda"):
-        learner.meta_train(_RandomSampler(), Budget(), None)
+        learner.meta_train(_RandomSampler(), Budget(), None, None)
     with pytest.raises(ValueError, match="cuda_graph needs vectorize='vmap'"):
         MAMLConfig(cuda_graph=True, vectorize="loop")
+
+
+def test_maml_pp_scores_test_step_counts_past_its_trained_steps(tmp_path) -> None:
+    """The sinusoid's table scores 1, 5 and 10 test steps; MAML++ learns per-step rates and BN
+    copies for its 5 trained steps only, and steps past them reuse the last: no step count
+    asks the checkpoint for tensors it does not have."""
+    from harness import experiment
+
+    run = experiment.RunConfig(
+        scenario="sinusoid-fewshot", learner="maml++", seed=0, out_dir=tmp_path / "res",
+        cache_dir=tmp_path / "cache", tune_lr=False,
+        overrides={"test_episodes": "2", "val_episodes": "2", "meta_batch": "2",
+                   "meta_steps": "2"})
+    res = experiment.execute(run)
+    assert res.status == "ok", res.error
+    for steps in (1, 5, 10):
+        assert any(k.endswith(f"_{steps}step") for k in res.metrics), steps
+    ten = [v for k, v in res.metrics.items() if k.endswith("_10step")]
+    assert ten and all(v == v and v >= 0 for v in ten)  # finite MSEs

@@ -19,7 +19,7 @@ from harness.results import verify_run
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "published"
-SCENARIOS = sorted(p for p in PUBLISHED.iterdir() if p.is_dir())
+SCENARIOS = sorted(p for p in PUBLISHED.iterdir() if p.is_dir() and p.name != "grids")
 
 
 def test_every_published_run_verifies_and_holds_no_absolute_path() -> None:
@@ -62,3 +62,27 @@ def test_published_rows_use_the_current_recipes_and_a_stale_one_is_named(tmp_pat
     stale.write_text(runs[0].read_text().replace('"config_hash": "', '"config_hash": "0', 1))
     (run_id, then, now), = recipe_drift([stale])
     assert then.startswith("0") and now != then
+
+
+@pytest.mark.slow
+def test_every_published_run_is_a_cell_of_a_committed_grid() -> None:
+    """published/ holds what published/grids/*.toml produce and nothing else (exploratory or
+    hand-made runs would be rows no grid can rebuild). The GPU grid is planned where torch sees
+    a GPU; its rows may be absent until a GPU sweep made them."""
+    import torch
+
+    from harness.experiment import RunConfig
+    from harness.sweep import load_grid, plan_cells
+
+    base = RunConfig(scenario="", learner="", out_dir=PUBLISHED)
+    planned = set()
+    for grid in sorted((PUBLISHED / "grids").glob("*.toml")):
+        if grid.stem == "gpu" and not torch.cuda.is_available():
+            continue
+        cells, options = load_grid(grid)
+        assert options.get("out") == "published", grid
+        planned |= {p.csv.relative_to(PUBLISHED) for p in plan_cells(cells, base)}
+    runs = {p.relative_to(PUBLISHED) for p in PUBLISHED.glob("*/*.csv")
+            if p.name not in ("leaderboard.csv", "oracle_drop.csv")}
+    assert runs, "no published runs"
+    assert runs <= planned, sorted(runs - planned)[:10]

@@ -20,7 +20,7 @@ import torch
 from output import write
 from safetensors.torch import load_file
 
-from baselines.maml import MAMLPlusPlusConfig
+from baselines.maml_pp import MAMLPlusPlusConfig
 from harness.config import BuildContext
 from harness.experiment import build_scenario
 from harness.runner import run_episodes

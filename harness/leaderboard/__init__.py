@@ -68,6 +68,7 @@ from harness.leaderboard.report import (
     headline_markdown,
     replace_readme_block,
     results_markdown,
+    write_leaderboards,
 )
 
 __all__ = [
@@ -97,6 +98,7 @@ __all__ = [
     "rank",
     "replace_readme_block",
     "results_markdown",
+    "write_leaderboards",
     "to_markdown",
     "unpaired_oracle_notes",
     "unpaired_oracle_runs",

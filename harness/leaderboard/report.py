@@ -28,6 +28,18 @@ HEADLINE_SCENARIO = "omniglot-stream"
 HEADLINE_METRICS = ("meta_test_test_acc", "acc_final_macro")
 
 
+def write_leaderboards(root: Path) -> list[Path]:
+    """Write every scenario folder's leaderboard files from its run files (`write_leaderboard`);
+    the folders written."""
+    from harness.leaderboard.load import load_runs  # noqa: PLC0415
+    from harness.leaderboard.render import write_leaderboard  # noqa: PLC0415
+
+    folders = _scenario_folders(root)
+    for folder in folders:
+        write_leaderboard(folder, load_runs(folder))
+    return folders
+
+
 def _scenario_folders(root: Path) -> list[Path]:
     """The folders directly under `root` that hold a run CSV, sorted by name."""
     folder = Path(root)

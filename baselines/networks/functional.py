@@ -1,8 +1,10 @@
 """Functional few-shot backbones: parameters in a plain dict, forward as a pure function.
 
-Every net here is `init(generator) -> dict[str, Tensor]` plus `forward(params, x, n_ref)`, so
-inner loops can differentiate through parameter updates with `torch.func.grad` and run a batch
-of tasks under `torch.func.vmap` (docs/design.md D8).
+`FunctionalConv4`, `FunctionalMLP` and `FunctionalResNet12` (by name: `make_functional_backbone`)
+are the nets of the MAML family, Reptile and ProtoNets; the stream baselines' nn.Module nets
+are in `baselines.networks.modules`. Every net here is `init(generator) -> dict[str, Tensor]`
+plus `forward(params, x, n_ref)`, so inner loops can differentiate through parameter updates
+with `torch.func.grad` and run a batch of tasks under `torch.func.vmap` (docs/design.md D8).
 
 Batch norm keeps no running statistics (that is what makes it vmap-friendly): it normalises
 with statistics of a *reference* part of the current batch. `n_ref=None` uses the whole batch
@@ -83,8 +85,51 @@ def step_param(params: Params, name: str, step: int | None) -> Tensor:
     return params[name]
 
 
+class _FunctionalNet:
+    """What every functional net shares: `forward` is its features, then the linear head when
+    it has one (`n_out` > 0; an embedding net without a head returns the features); `width`
+    and, unless a net says otherwise, `feature_dim` come from its layer widths."""
+
+    n_out: int
+
+    def _widths(self) -> tuple[int, ...]:
+        """Channels or units of its layers (or blocks), input side first."""
+        raise NotImplementedError
+
+    @property
+    def width(self) -> str:
+        """The layers' widths, for result rows."""
+        return "-".join(map(str, self._widths()))
+
+    @property
+    def feature_dim(self) -> int:
+        return self._widths()[-1]
+
+    def init(self, g: torch.Generator) -> Params:
+        """Initial weights drawn from `g`: the body's, then the head's (when it has one)."""
+        p = self._init_body(g)
+        if self.n_out:
+            p.update(_prefixed("head", self._init_head(g)))
+        return p
+
+    def _init_body(self, g: torch.Generator) -> Params:
+        raise NotImplementedError
+
+    def _init_head(self, g: torch.Generator) -> Params:
+        return _linear_init(self.n_out, self.feature_dim, g)
+
+    def features(self, params: Params, x: Tensor, n_ref: int | None = None,
+                 step: int | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, params: Params, x: Tensor, n_ref: int | None = None,
+                step: int | None = None) -> Tensor:
+        f = self.features(params, x, n_ref, step)
+        return head(params, f) if self.n_out else f
+
+
 @dataclass(frozen=True)
-class Conv4:
+class FunctionalConv4(_FunctionalNet):
     """The standard 4-block conv net of MAML / ProtoNets: [conv3x3 -> BN -> ReLU -> pool] x 4.
 
     Omniglot (28x28, 1 channel): 64 channels, features 64 after four 2x2 max-pools; MAML's
@@ -101,10 +146,8 @@ class Conv4:
     pool: str = "max"
     """'max' (2x2 max-pool after each block) or 'stride' (stride-2 convs, Finn's Omniglot)."""
 
-    @property
-    def width(self) -> str:
-        """Channels per layer, for result rows."""
-        return str(self.channels)
+    def _widths(self) -> tuple[int, ...]:
+        return (self.channels,)
 
     @property
     def feature_dim(self) -> int:
@@ -115,7 +158,7 @@ class Conv4:
             s = s // 2 if s >= 2 else s  # no pool once the map is one pixel (tiny inputs)
         return self.channels * s * s
 
-    def init(self, g: torch.Generator) -> Params:
+    def _init_body(self, g: torch.Generator) -> Params:
         p: Params = {}
         c_in = self.in_channels
         for i in range(4):
@@ -123,8 +166,6 @@ class Conv4:
             p[f"bn{i}.weight"] = torch.ones(self.channels)
             p[f"bn{i}.bias"] = torch.zeros(self.channels)
             c_in = self.channels
-        if self.n_out:
-            p.update(_prefixed("head", _linear_init(self.n_out, self.feature_dim, g)))
         return p
 
     def features(self, params: Params, x: Tensor, n_ref: int | None = None,
@@ -141,10 +182,6 @@ class Conv4:
                 h = F.max_pool2d(h, 2)
         return h.flatten(1) if self.pool == "max" else h.mean(dim=(2, 3))
 
-    def forward(self, params: Params, x: Tensor, n_ref: int | None = None,
-                step: int | None = None) -> Tensor:
-        f = self.features(params, x, n_ref, step)
-        return head(params, f) if self.n_out else f
 
 
 def head(params: Params, f: Tensor) -> Tensor:
@@ -153,7 +190,7 @@ def head(params: Params, f: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class MLP:
+class FunctionalMLP(_FunctionalNet):
     """MAML's sinusoid regressor: 1 -> 40 -> 40 -> 1 with ReLU (no batch norm).
 
     `n_out=0` gives an embedding net with no head."""
@@ -165,14 +202,8 @@ class MLP:
     """0: PyTorch's Linear init; > 0: weights from a normal with this std truncated at 2 std,
     zero biases (MAML's code: 0.01 for the sinusoid net)."""
 
-    @property
-    def width(self) -> str:
-        """Hidden units per layer, for result rows."""
-        return "-".join(map(str, self.hidden))
-
-    @property
-    def feature_dim(self) -> int:
-        return self.hidden[-1]
+    def _widths(self) -> tuple[int, ...]:
+        return self.hidden
 
     def _layer(self, d_out: int, d_in: int, g: torch.Generator) -> Params:
         if not self.init_std:
@@ -182,15 +213,16 @@ class MLP:
                                     b=2 * self.init_std, generator=g)
         return {"weight": w, "bias": torch.zeros(d_out)}
 
-    def init(self, g: torch.Generator) -> Params:
+    def _init_body(self, g: torch.Generator) -> Params:
         p: Params = {}
         d = self.d_in
         for i, h in enumerate(self.hidden):
             p.update(_prefixed(f"fc{i}", self._layer(h, d, g)))
             d = h
-        if self.n_out:
-            p.update(_prefixed("head", self._layer(self.n_out, d, g)))
         return p
+
+    def _init_head(self, g: torch.Generator) -> Params:
+        return self._layer(self.n_out, self.hidden[-1] if self.hidden else self.d_in, g)
 
     def features(self, params: Params, x: Tensor, n_ref: int | None = None,
                  step: int | None = None) -> Tensor:
@@ -199,14 +231,9 @@ class MLP:
             h = F.relu(F.linear(h, params[f"fc{i}.weight"], params[f"fc{i}.bias"]))
         return h
 
-    def forward(self, params: Params, x: Tensor, n_ref: int | None = None,
-                step: int | None = None) -> Tensor:
-        f = self.features(params, x)
-        return head(params, f) if self.n_out else f
-
 
 @dataclass(frozen=True)
-class ResNet12:
+class FunctionalResNet12(_FunctionalNet):
     """ResNet-12 (Oreshkin et al. 2018; Lee et al. 2019) for 84x84 MiniImageNet.
 
     Four residual blocks of three conv3x3-BN-LeakyReLU(0.1) with a 1x1 conv-BN shortcut and a
@@ -218,16 +245,10 @@ class ResNet12:
     widths: tuple[int, ...] = (64, 160, 320, 640)
     n_out: int = 5
 
-    @property
-    def width(self) -> str:
-        """Channels per block, for result rows."""
-        return "-".join(map(str, self.widths))
+    def _widths(self) -> tuple[int, ...]:
+        return self.widths
 
-    @property
-    def feature_dim(self) -> int:
-        return self.widths[-1]
-
-    def init(self, g: torch.Generator) -> Params:
+    def _init_body(self, g: torch.Generator) -> Params:
         p: Params = {}
         c_in = self.in_channels
         for b, w in enumerate(self.widths):
@@ -240,8 +261,6 @@ class ResNet12:
             p[f"block{b}.bns.weight"] = torch.ones(w)
             p[f"block{b}.bns.bias"] = torch.zeros(w)
             c_in = w
-        if self.n_out:
-            p.update(_prefixed("head", _linear_init(self.n_out, self.feature_dim, g)))
         return p
 
     def features(self, params: Params, x: Tensor, n_ref: int | None = None,
@@ -263,27 +282,26 @@ class ResNet12:
             h = F.max_pool2d(F.leaky_relu(out + s, 0.1), 2)
         return h.mean(dim=(2, 3))
 
-    def forward(self, params: Params, x: Tensor, n_ref: int | None = None,
-                step: int | None = None) -> Tensor:
-        f = self.features(params, x, n_ref, step)
-        return head(params, f) if self.n_out else f
+
+FunctionalNet = FunctionalConv4 | FunctionalMLP | FunctionalResNet12
+"""Any functional net: `init(generator)`, `features(...)`, `forward(...)`, `feature_dim`."""
 
 
-def make_backbone(name: str, input_shape: tuple[int, ...], n_out: int,
-                  channels: int = 0) -> Conv4 | MLP | ResNet12:
+def make_functional_backbone(name: str, input_shape: tuple[int, ...], n_out: int,
+                             channels: int = 0) -> FunctionalNet:
     """A backbone by name for a scenario's input shape; `channels=0` means the paper default."""
     if name == "mlp":
-        return MLP(d_in=input_shape[0], n_out=n_out)
+        return FunctionalMLP(d_in=input_shape[0], n_out=n_out)
     if name == "mlp-maml":  # MAML's sinusoid net as its code initialises it
-        return MLP(d_in=input_shape[0], n_out=n_out, init_std=0.01)
+        return FunctionalMLP(d_in=input_shape[0], n_out=n_out, init_std=0.01)
     if len(input_shape) != 3:
         raise ValueError(f"backbone {name!r} needs image inputs [C, H, W], got {input_shape}")
     c, s = input_shape[0], input_shape[-1]
     if name in ("conv4", "conv4-stride"):
         ch = channels or (64 if c == 1 else 32)
-        return Conv4(c, s, ch, n_out, pool="stride" if name == "conv4-stride" else "max")
+        return FunctionalConv4(c, s, ch, n_out, pool="stride" if name == "conv4-stride" else "max")
     if name == "resnet12":
-        return ResNet12(c, s, n_out=n_out)
+        return FunctionalResNet12(c, s, n_out=n_out)
     raise ValueError(f"unknown few-shot backbone {name!r}; choose conv4, conv4-stride, "
                      "resnet12, mlp or mlp-maml")
 

@@ -1,23 +1,23 @@
-"""Feature extractors shared by the baselines: nn.Modules mapping inputs to flat features.
+"""Feature extractors of the stream baselines: nn.Modules mapping inputs to flat features.
 
 Every backbone has an `out_dim` attribute (the feature size) and is made by a factory
-`factory(spec, width) -> nn.Module` registered in the plain dict `BACKBONES`. Other modules
-add their nets (e.g. the OML and ANML networks) to the same dict; `make_backbone` looks a
-name up and names close matches when it is unknown.
+`factory(spec, width) -> nn.Module` registered in the plain dict `BACKBONES`, which also holds
+the trunks of the OML and ANML networks (`baselines.networks.oml_anml`); `make_backbone` looks
+a name up and names close matches when it is unknown. (The functional nets of the MAML family
+are in `baselines.networks.functional`.)
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from baselines.networks.oml_anml import ANMLBackbone, OMLBackbone
 from harness.errors import HarnessError
 from harness.protocol import ScenarioSpec
 
@@ -126,24 +126,10 @@ BACKBONES: dict[str, BackboneFactory] = {
     "convnet-small": ConvNetSmall,
     "mlp": MLP,
     "identity": Identity,
-    # The meta-learners' networks, imported only when used (baselines/anml.py, oml.py).
-    "anml": lambda spec, width: importlib.import_module("baselines.anml").ANMLBackbone(
-        spec, width),
-    "oml": lambda spec, width: importlib.import_module("baselines.oml").OMLBackbone(spec, width),
+    # The meta-learners' networks (baselines/anml.py, oml.py).
+    "anml": ANMLBackbone,
+    "oml": OMLBackbone,
 }
-
-
-def kaiming_init(module: nn.Module) -> nn.Module:
-    """He-normal weights (fan-in, ReLU gain sqrt 2) and zero biases for every Conv2d and Linear
-    in `module`, as the OML/ANML authors' code (mrcl `Learner`) initialises its networks. On an
-    unnormalised deep ReLU net this keeps the signal's scale; PyTorch's default (uniform,
-    variance 1/(3 fan-in)) shrinks it ~2.4x per layer."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-    return module
 
 
 def make_backbone(name: str, spec: ScenarioSpec, width: int) -> nn.Module:
@@ -158,14 +144,6 @@ def make_backbone(name: str, spec: ScenarioSpec, width: int) -> nn.Module:
     if not isinstance(getattr(net, "out_dim", None), int):
         raise HarnessError(f"backbone {name!r} has no integer `out_dim`; set it in __init__")
     return net
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block with the global CPU RNG seeded, restoring the caller's RNG afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 @contextmanager
