@@ -215,11 +215,12 @@ def config_hash(cfg: Any) -> str:
     return stable_hash({"cls": type(cfg).__name__, **to_dict(cfg)})
 
 
-NOT_TRAINING = ("checkpoint_every_s", "time_limit_s", "max_meta_seconds")
+NOT_TRAINING = ("checkpoint_every_s", "time_limit_s")
 """Bookkeeping fields that do not change the trained weights (kept out of checkpoint keys): how
 often progress is saved, and where a run stops (a time-limited run leaves a partial checkpoint
-that the next run of the config resumes, also with a larger limit; its weights at step n are
-those of an uninterrupted run at step n)."""
+that the next run of the config resumes; its weights at step n are those of an uninterrupted
+run at step n). The head-only learners' `max_meta_seconds` is still part of their key: a
+run stopped by it resumes with the same limit only."""
 
 
 def train_config_hash(cfg: Any) -> str:

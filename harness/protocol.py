@@ -140,9 +140,8 @@ class Learner(Protocol):
       regression. It must not learn from `x`.
     - `observe(x, y)` learns from one labelled batch that was just predicted. It never sees
       test data, and never task ids unless the scenario's spec grants them.
-    Optional methods (declared in the registry entry, discovered with hasattr):
-    `meta_train(pool_or_sampler, budget, progress)`, `reset()`, `state_dict()`,
-    `load_state_dict(sd)`, `set_task(task_id)` (only when `spec.task_ids`).
+    Optional capabilities (meta-training, reset, state_dict, set_task, ...) are the typed
+    protocols of `harness.capabilities`, checked with isinstance (docs/design.md D2).
     """
 
     def predict(self, x: Tensor) -> Tensor: ...
