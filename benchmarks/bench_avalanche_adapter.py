@@ -24,6 +24,7 @@ import argparse
 import copy
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,15 +37,20 @@ from harness.experiment import build_scenario
 from harness.runner import evaluate, run_stream
 
 
-def native(cfg, scenario, model) -> tuple[float, np.ndarray]:
+def native_strategy(cfg: AvalancheConfig, model: torch.nn.Module, batch: int) -> Any:
+    """The strategy as Avalanche runs it, recording its own accuracy per experience."""
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
     with warnings.catch_warnings(record=True):
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    return make_strategy(cfg, model, torch.device("cpu"), evaluator=evaluator,
+                         train_mb_size=batch)
+
+
+def native(cfg, scenario, model) -> tuple[float, np.ndarray]:
     batch = scenario.experiences[0].batch_size
-    strategy = make_strategy(cfg, model, torch.device("cpu"), evaluator=evaluator,
-                             train_mb_size=batch)
+    strategy = native_strategy(cfg, model, batch)
     bm = to_avalanche(scenario)
     T = len(scenario.experiences)
     t0 = time.perf_counter()

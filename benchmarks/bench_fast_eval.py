@@ -10,8 +10,9 @@ the weights do not change the timing) through the same learning-rate sweep (the 
     recomputed at every call (predict and observe of every image, every test set at every
     experience end), as a plain implementation does. Only `--reference-lrs` of the rates are
     run (each costs the same); the sweep's time is their mean times the grid size.
-  - fast: `head_sgd_sweep` on the learner's `sweep_features()`: features computed once per image, the head-only trajectory for all 11
-    rates at once with torch.func.vmap (`harness.fast_eval.head_sgd_sweep`).
+  - fast: `head_sgd_sweep` on the learner's `sweep_features()`: features computed once per
+    image, the head-only trajectory for all 11 rates at once with torch.func.vmap
+    (`harness.fast_eval.head_sgd_sweep`).
 The accuracies (R, R_train, prequential hits) of every reference rate are compared with the fast
 ones; the ratio, measured in this one run, is printed and written to
 benchmarks/results/bench_fast_eval.{json,md}.

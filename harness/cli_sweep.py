@@ -3,34 +3,52 @@ the other cli modules only)."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from harness.sweep import Planned, Summary
+from harness.cli_common import (
+    STATE,
+    CacheOpt,
+    DataOpt,
+    DebugOpt,
+    Executor,
+    QuietOpt,
+    ThreadsOpt,
+    VerboseOpt,
+    err,
+    guard,
+    out,
+    session,
+)
+from harness.cli_tables import Col, FitTable
+
+if TYPE_CHECKING:  # harness.sweep imports torch: not for `harness --help`
+    from harness.sweep import Planned, Summary
+
+log = logging.getLogger("harness")
 
 
-def dry_run_table(planned: list[Planned]) -> Table:
-    table = Table(title=f"{len(planned)} cells")
-    for col in ("state", "scenario", "learner", "preset", "seed", "set", "run id"):
-        table.add_column(col, overflow="fold")
-    for p in planned:
-        c = p.cell
-        table.add_row(p.state, c.scenario, escape(c.learner), c.preset, str(c.seed),
-                      escape(",".join(f"{k}={v}" for k, v in sorted(p.run.overrides.items()))),
-                      p.run_id)
-    return table
+def dry_run_table(planned: list[Planned]) -> FitTable:
+    sets = [",".join(f"{k}={v}" for k, v in sorted(p.run.overrides.items())) for p in planned]
+    cols = [Col("state", [p.state for p in planned], keep=True, justify="left"),
+            Col("scenario", [p.cell.scenario for p in planned], priority=3, justify="left"),
+            Col("learner", [p.cell.learner for p in planned], keep=True, justify="left"),
+            Col("preset", [p.cell.preset for p in planned], priority=2, justify="left"),
+            Col("seed", [str(p.cell.seed) for p in planned], priority=4),
+            Col("set", sets, priority=1, justify="left"),
+            Col("run id", [p.run_id for p in planned], keep=True, justify="left")]
+    return FitTable(f"{len(planned)} cells", cols)
 
 
 class Display:
     """done / running / failed / skipped with an ETA: a live line on a terminal, one log line
-    per finished cell otherwise (a Slurm log, nohup, CI)."""
+    per finished cell otherwise (a Slurm log, nohup, CI), through the "harness" logger."""
 
     def __init__(self, console: Console, total: int, workers: int, quiet: bool) -> None:
         self.console, self.total, self.workers, self.quiet = console, total, workers, quiet
@@ -68,30 +86,28 @@ class Display:
         self.counts[status] += 1
         if kind == "done":
             self.ran.append(float(outcome.get("wall_s", 0.0)))
+        why = f": {outcome['error']}" if outcome.get("error") else ""
+        line = f"{status} {p.label} ({outcome.get('wall_s', 0.0):.1f} s){why}"
         if self.live:
             self.status.update(self._line())
-        if not self.quiet and (kind == "done" or not self.live):
-            err = f": {outcome['error']}" if outcome.get("error") else ""
-            self.console.print(f"[{time.strftime('%H:%M:%S')}] {status} {p.label} "
-                               f"({outcome.get('wall_s', 0.0):.1f} s){err}",
-                               markup=False, highlight=False, soft_wrap=True)
-            if not self.live:
-                self.console.print(self._line(), markup=False, highlight=False)
+            if kind == "done":
+                self.console.print(f"[{time.strftime('%H:%M:%S')}] {line}", markup=False,
+                                   highlight=False, soft_wrap=True)
+        elif not self.quiet:
+            log.info("%s; %s", line, self._line())
 
 
-def summary_table(summary: Summary, planned: list[Planned]) -> Table:
+def summary_table(summary: Summary, planned: list[Planned]) -> FitTable:
     """Cells by scenario and learner: how many ended in each status."""
     rows: dict[tuple[str, str], Counter[str]] = {}
     for p in planned:
         o = summary.outcomes.get(p.run_id, {"status": "not run"})
         rows.setdefault((p.cell.scenario, p.cell.learner), Counter())[o["status"]] += 1
     statuses = sorted({s for c in rows.values() for s in c})
-    table = Table(title=f"sweep: {len(planned)} cells in {summary.wall_s:.0f} s")
-    for col in ("scenario", "learner", *statuses):
-        table.add_column(col, justify="left" if col in ("scenario", "learner") else "right")
-    for (scenario, learner), c in rows.items():
-        table.add_row(scenario, escape(learner), *[str(c.get(s, 0)) for s in statuses])
-    return table
+    cols = [Col("scenario", [s for s, _ in rows], keep=True, justify="left"),
+            Col("learner", [learner for _, learner in rows], keep=True, justify="left")]
+    cols += [Col(s, [str(c.get(s, 0)) for c in rows.values()], keep=True) for s in statuses]
+    return FitTable(f"sweep: {len(planned)} cells in {summary.wall_s:.0f} s", cols)
 
 
 def executor_for(kind: str, workers: int, address: str | None, cpus: float, gpus: float,
@@ -105,6 +121,7 @@ def executor_for(kind: str, workers: int, address: str | None, cpus: float, gpus
     if workers < 1 or cells_per_job < 1 or max_running < 1 or cpus <= 0 or gpus < 0:
         raise HarnessError("--workers, --cells-per-job and --max-running must be >= 1, "
                            "--cpus-per-cell > 0 and --gpus-per-cell >= 0")
+    kind = Executor(kind).value if isinstance(kind, Executor) else kind
     if kind == "serial":
         return Serial()
     if kind == "local":
@@ -117,5 +134,61 @@ def executor_for(kind: str, workers: int, address: str | None, cpus: float, gpus
     raise HarnessError(f"--executor {kind!r}: choose serial, local, slurm or ray")
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+def _opt(flag: str, text: str) -> Any:
+    return typer.Option(flag, help=text)
+
+
+def sweep_cmd(
+    grid: Annotated[Path, typer.Argument(help="Grid file (.toml): scenarios x learners x seeds "
+                                         "x presets x --set values; see docs/design.md D7.")],
+    out_dir: Annotated[str | None, _opt(
+        "--out", "Results root (default: the grid's `out`, else results).")] = None,
+    cache_dir: CacheOpt = None, data_dir: DataOpt = None,
+    executor: Annotated[Executor, _opt("--executor", "Where the cells run.")] = Executor.serial,
+    workers: Annotated[int, _opt("--workers", "local: worker processes.")] = 2,
+    dry_run: Annotated[bool, _opt(
+        "--dry-run", "Print the cells, their run ids and states; run nothing.")] = False,
+    retry_failed: Annotated[bool, _opt(
+        "--retry-failed", "Also run again the cells that failed, diverged or timed out.")
+    ] = False,
+    address: Annotated[str | None, _opt(
+        "--address", "ray: auto or HOST:PORT of a running cluster (default: a local one).")
+    ] = None,
+    cpus: Annotated[float, _opt("--cpus-per-cell", "ray/slurm: CPUs per cell.")] = 1,
+    gpus: Annotated[float, _opt("--gpus-per-cell", "ray/slurm: GPUs per cell.")] = 0,
+    partition: Annotated[str | None, _opt("--partition", "slurm: partition.")] = None,
+    time_min: Annotated[int, _opt("--time-min", "slurm: minutes per job.")] = 60,
+    cells_per_job: Annotated[int, _opt(
+        "--cells-per-job", "slurm: cells run one after another in one array task.")] = 1,
+    max_running: Annotated[int, _opt("--max-running", "slurm: array tasks running at once.")
+                           ] = 8,
+    threads: ThreadsOpt = None, quiet: QuietOpt = False, verbose: VerboseOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run every cell of a grid that is missing; a killed sweep started again resumes."""
+    with guard(debug), session(threads, quiet, verbose):
+        from harness import cli_inputs as inputs
+        from harness.cli_results import show_leaderboard
+        from harness.experiment import RunConfig
+        from harness.sweep import load_grid, plan_cells, run_sweep
+
+        cells, options = load_grid(grid)
+        root = inputs.writable(out_dir or str(options.get("out", "results")), "--out")
+        cache = inputs.writable(cache_dir, "--cache-dir") if cache_dir is not None else None
+        base = RunConfig(scenario="", learner="", out_dir=root, cache_dir=cache,
+                         data_dir=data_dir)
+        planned = plan_cells(cells, base)
+        if dry_run:
+            out.print(dry_run_table(planned))
+            return
+        slurm = {"timeout_min": time_min, "slurm_partition": partition,
+                 "cpus_per_task": max(1, int(cpus)), "gpus_per_node": int(gpus) or None}
+        ex = executor_for(executor.value, workers, address, cpus, gpus, root / ".sweep-logs",
+                          slurm, cells_per_job, max_running, STATE["threads"])
+        with Display(err, len(planned), ex.workers, quiet or STATE["quiet"]) as display:
+            summary = run_sweep(planned, ex, retry_failed, display)
+        out.print(summary_table(summary, planned))
+        for folder in sorted({p.csv.parent for p in planned}):
+            show_leaderboard(folder)
+        if not summary.ok:
+            raise typer.Exit(1)

@@ -32,6 +32,7 @@ from harness.protocol import Scenario
 from harness.registry import Entry, get_learner, get_scenario, make_config
 from harness.results import provenance, write_run
 from harness.run_config import LR_GRID, RunConfig, RunResult
+from harness.user_learners import learner_names
 
 __all__ = ["LR_GRID", "Plan", "RunConfig", "RunResult", "build_scenario", "compare", "execute",
            "plan", "recipe_drift", "scenario_variants", "split_overrides"]
@@ -155,7 +156,9 @@ def _write(p: Plan, base: dict[str, Any], m: Measurement, error: str, trace: str
 def compare(base: RunConfig, learners: list[str], seeds: list[int],
             progress: Progress | None = None) -> list[RunResult]:
     """Every learner on the identical stream of every seed (the scenario is built once per
-    seed and handed to each learner), for every variant of the scenario."""
+    seed and handed to each learner), for every variant of the scenario. A learner is a name
+    or a class object (run as its `module:Class`)."""
+    learners = learner_names(learners)
     s_entry = get_scenario(base.scenario)
     entries = [get_learner(name) for name in learners]  # unknown names fail before any work
     s_fields = field_names(s_entry.config_class())

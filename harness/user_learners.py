@@ -39,11 +39,63 @@ def import_target(target: str) -> Any:
                            "the class name right?") from None
 
 
+def class_target(cls: type, kind: str = "learner") -> str:
+    """`module:Class` of a class object, refused (one line) where no later import finds it:
+    a class defined in __main__ (a notebook, a script) or inside a function or a class."""
+    module, name = cls.__module__, cls.__qualname__
+    if module == "__main__" or "." in name:  # '<locals>' or nested in a class
+        where = "in __main__ (a notebook or script)" if module == "__main__" else \
+            f"inside {name.rsplit('.', 1)[0]}"
+        raise HarnessError(f"{kind} class {cls.__name__} is defined {where}, which the harness "
+                           "cannot import by name; define it at the top level of an importable "
+                           "module (a .py file on the path) and pass it, or 'module:Class'")
+    return f"{module}:{name}"
+
+
+def learner_name(learner: Any) -> str:
+    """The learner name of an id, a `module:Class` string, or a class object (a learner class
+    or a learner config dataclass)."""
+    if isinstance(learner, str):
+        return learner
+    if isinstance(learner, type):
+        return class_target(learner)
+    raise HarnessError(f"a learner is an id (see `harness list learners`), 'module:Class' or a "
+                       f"class, got a {type(learner).__name__}")
+
+
+def learner_names(learners: Any) -> list[str]:
+    """`learner_name` of each."""
+    return [learner_name(n) for n in learners]
+
+
 def _checked(learner: Any, target: str) -> Any:
     if not isinstance(learner, Learner):
         raise HarnessError(f"{target} has no predict() or observe() method; see "
                            "harness.protocol.Learner")
     return learner
+
+
+def _signature_error(cls: type, target: str, with_config: bool, why: str) -> HarnessError:
+    name = cls.__name__
+    call = f"{name}(spec, config)" if with_config else f"{name}(spec)"
+    form = (" (it declares Config)" if with_config else
+            f" (or {name}(spec, config) when it declares a Config dataclass)")
+    return HarnessError(f"learner {target!r}: the harness builds it as {call}{form}, with the "
+                        f"scenario's harness.protocol.ScenarioSpec, but {why}")
+
+
+def construct(cls: type, target: str, *args: Any) -> Any:
+    """`cls(*args)`; a TypeError of the call itself (the arguments do not fit the
+    constructor, e.g. `__init__(self)` without the spec; not an error raised inside it) is bad
+    input: one line naming the expected signature, exit code 2, the run not written."""
+    try:
+        return cls(*args)
+    except TypeError as e:
+        tb = e.__traceback__
+        if tb is not None and tb.tb_next is None:  # raised by the call, not inside __init__
+            raise _signature_error(cls, target, len(args) == 2, f"the call failed: {e}"
+                                   ) from None
+        raise
 
 
 @dataclasses.dataclass
@@ -56,7 +108,7 @@ class UserLearnerConfig:
     def build(self, ctx: BuildContext) -> Any:
         cls = import_target(self.target)
         torch.manual_seed(ctx.seed)
-        return _checked(cls(ctx.spec), self.target)
+        return _checked(construct(cls, self.target, ctx.spec), self.target)
 
 
 def config_for(cls: type, target: str) -> type:
@@ -70,7 +122,7 @@ def config_for(cls: type, target: str) -> type:
 
     def build(self: Any, ctx: BuildContext) -> Any:
         torch.manual_seed(ctx.seed)
-        return _checked(cls(ctx.spec, self), target)
+        return _checked(construct(cls, target, ctx.spec, self), target)
 
     made = dataclasses.make_dataclass(base.__name__, [], bases=(base,),
                                       namespace={"build": build})

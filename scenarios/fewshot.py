@@ -38,9 +38,19 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from harness.config import check_range, eval_field, eval_params, to_dict
+from harness.config import check_range, eval_field, eval_params
 from harness.protocol import Experience, ScenarioSpec, tensor_digest
-from scenarios.base import BuiltScenario, derive_seed, generator
+from scenarios.base import BuiltScenario, ScenarioConfig, bounded, derive_seed, generator
+from scenarios.miniimagenet_data import N_CLASSES, PER_CLASS, fake_data, load_miniimagenet
+from scenarios.omniglot import (
+    N_DRAWINGS,
+    ORIGINAL_SIZE,
+    SCORED_CHAR_IDS,
+    SHA256,
+    VALIDATION_CHAR_IDS,
+    data_root,
+    load_omniglot,
+)
 
 # -- classification episodes --------------------------------------------------------------------
 
@@ -126,7 +136,28 @@ class EpisodeSampler:
         return [Experience(xs[0], ys[0], xq[0], yq[0], batch_size=len(xs[0]))]
 
 
-class EpisodeSet(Sequence[Experience]):
+class FixedEpisodes(Sequence[Experience]):
+    """Fixed episodes, each built on access by the subclass's `episode(i)` (re-iterable)."""
+
+    def episode(self, i: int) -> Experience:
+        """Episode `i`, 0 <= i < len(self)."""
+        raise NotImplementedError
+
+    def index_digest(self) -> str:
+        """A digest of everything that fixes the episodes (for `stream_hash`)."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Experience:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.episode(i % len(self))
+
+    def __iter__(self) -> Iterator[Experience]:
+        for i in range(len(self)):
+            yield self.episode(i)
+
+
+class EpisodeSet(FixedEpisodes):
     """Fixed episodes built on access from an index table (re-iterable, memory-light)."""
 
     def __init__(self, images: Tensor, classes: Tensor, samples: Tensor, shots: int,
@@ -137,10 +168,7 @@ class EpisodeSet(Sequence[Experience]):
     def __len__(self) -> int:
         return len(self.classes)
 
-    def __getitem__(self, i: int) -> Experience:  # type: ignore[override]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
+    def episode(self, i: int) -> Experience:
         cls, smp = self.classes[i], self.samples[i]
         n, k = len(cls), self.shots
         x = _as_float_images(self.images[cls[:, None], smp])  # [N, K+Q, ...]
@@ -151,10 +179,6 @@ class EpisodeSet(Sequence[Experience]):
             x=x[:, :k].reshape(n * k, *shape).contiguous(), y=labels.repeat_interleave(k),
             x_test=x[:, k:].reshape(n * q, *shape).contiguous(), y_test=labels.repeat_interleave(q),
             batch_size=n * k, task_id=0, classes=tuple(range(n)), name=f"{self.prefix} {i}")
-
-    def __iter__(self) -> Iterator[Experience]:
-        for i in range(len(self)):
-            yield self[i]
 
     def index_digest(self) -> str:
         return tensor_digest(self.classes, self.samples)
@@ -192,7 +216,7 @@ class FewShotScenario(BuiltScenario):
         for name, eps in [("test", self.experiences), ("val", self.val_experiences),
                           *sorted(self.episode_sets.items())]:
             h.update(name.encode())
-            if isinstance(eps, EpisodeSet | SinusoidEpisodes):
+            if isinstance(eps, FixedEpisodes):
                 h.update(eps.index_digest().encode())
             else:  # pragma: no cover - plain lists (user-built scenarios)
                 for e in eps:
@@ -200,42 +224,58 @@ class FewShotScenario(BuiltScenario):
         return f"{self.id}-v{self.version}-{h.hexdigest()[:16]}"
 
 
-def _check_image_episodes(cfg: Any, max_ways: int, per_class: int, max_size: int,
-                          what: str) -> None:
-    """The checks shared by the image few-shot configs (`what` has `per_class` images of
-    each class, so shots + queries may not exceed it)."""
-    check_range(cfg, "ways", ge=2, le=max_ways)
-    check_range(cfg, "shots", "queries", "train_queries", "test_episodes", ge=1)
-    check_range(cfg, "val_episodes", ge=0)
-    check_range(cfg, "image_size", ge=8, le=max_size)
+def _check_image_episodes(cfg: OmniglotFewShotConfig | MiniImageNetFewShotConfig,
+                          per_class: int, what: str) -> None:
+    """The checks shared by the image few-shot configs besides their fields' ranges (`what`
+    has `per_class` images of each class, so shots + queries may not exceed it)."""
+    check_range(cfg, "test_episodes", ge=1)
     for queries in (cfg.queries, cfg.train_queries):
         if cfg.shots + queries > per_class:
             raise ValueError(f"shots + queries must be <= {per_class} ({what} has {per_class} "
                              f"samples per class), got {cfg.shots} + {queries}")
 
 
+def _image_episodes(cfg: OmniglotFewShotConfig | MiniImageNetFewShotConfig, seed: int,
+                    test_images: Tensor, val_images: Tensor, sampler: EpisodeSampler,
+                    channels: int, data_digest: str) -> FewShotScenario:
+    """The scenario of an image few-shot config: its scored episodes over `test_images` and
+    validation episodes over `val_images` ([n_classes, per_class, ...] each), fixed by the
+    seed, and `sampler` for meta-training."""
+    test = fixed_episodes(test_images, cfg.test_episodes, cfg.ways, cfg.shots, cfg.queries,
+                          generator(seed), "episode")
+    val = fixed_episodes(val_images, cfg.val_episodes, cfg.ways, cfg.shots, cfg.queries,
+                         generator(derive_seed(seed, "val")), "val episode")
+    s = cfg.image_size
+    return cfg.built(
+        FewShotScenario, seed,
+        spec=ScenarioSpec(input_shape=(channels, s, s), n_outputs=cfg.ways, episodic=True),
+        experiences=test, val_experiences=val, meta_train=sampler,
+        eval_params=eval_params(cfg), data_digest=data_digest,
+    )
+
+
 # -- Omniglot -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class OmniglotFewShotConfig:
+class OmniglotFewShotConfig(ScenarioConfig):
     """N-way K-shot Omniglot episodes: background alphabets meta-train, evaluation test."""
 
-    ways: int = 5
+    ways: int = bounded(5, ge=2, le=len(VALIDATION_CHAR_IDS))
     """Classes per episode (5 or 20 in the papers)."""
-    shots: int = 1
+    shots: int = bounded(1, ge=1)
     """Support images per class (1 or 5)."""
-    queries: int = 15
+    queries: int = bounded(15, ge=1)
     """Query images per class in test and validation episodes."""
     test_episodes: int = eval_field(600, "Scored episodes.")
     """Scored episodes (mean and 1.96 sd/sqrt(n) CI over them)."""
-    val_episodes: int = 100
+    val_episodes: int = bounded(100, ge=0)
     """Validation episodes from the 59 held-out evaluation characters."""
-    image_size: int = 28
+    image_size: int = bounded(28, ge=8, le=ORIGINAL_SIZE)
     """Side of the square images."""
     rotations: bool = True
     """Meta-train on 90/180/270-degree rotations of the background classes as extra classes."""
-    train_queries: int = 15
+    train_queries: int = bounded(15, ge=1)
     """Default query images per class in meta-training episodes (a learner may ask for fewer)."""
 
     ID = "omniglot-fewshot"
@@ -244,106 +284,67 @@ class OmniglotFewShotConfig:
     """Small parameters for conformance checks."""
 
     def __post_init__(self) -> None:
-        _check_image_episodes(self, max_ways=59, per_class=20, max_size=105, what="Omniglot")
+        super().__post_init__()
+        _check_image_episodes(self, per_class=N_DRAWINGS, what="Omniglot")
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> FewShotScenario:
-        from scenarios.omniglot import (
-            SCORED_CHAR_IDS,
-            SHA256,
-            VALIDATION_CHAR_IDS,
-            load_omniglot,
-        )
-
-        root = None
-        if data_dir is not None:
-            sub = Path(data_dir) / "omniglot"
-            root = sub if sub.is_dir() else Path(data_dir)
-        s = self.image_size
+        s, root = self.image_size, data_root(data_dir)
         bg, _ = load_omniglot("background", s, root)
         ev, ev_ids = load_omniglot("evaluation", s, root)
         first = int(ev_ids[0])
-        scored = ev[torch.tensor(SCORED_CHAR_IDS) - first]
-        val = ev[torch.tensor(VALIDATION_CHAR_IDS) - first]
-        test = fixed_episodes(scored, self.test_episodes, self.ways, self.shots, self.queries,
-                              generator(seed), "episode")
-        val_eps = fixed_episodes(val, self.val_episodes, self.ways, self.shots, self.queries,
-                                 generator(derive_seed(seed, "val")), "val episode")
         sampler = EpisodeSampler(bg, self.ways, self.shots, self.train_queries,
                                  rotations=self.rotations, name="omniglot-background")
         digest = f"omniglot:{SHA256['images_background.npz']}:{SHA256['images_evaluation.npz']}:{s}"
-        return FewShotScenario(
-            id=self.ID, version=self.VERSION,
-            spec=ScenarioSpec(input_shape=(1, s, s), n_outputs=self.ways, episodic=True),
-            experiences=test, val_experiences=val_eps, meta_train=sampler,
-            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
-            data_digest=digest,
-        )
+        return _image_episodes(self, seed, ev[torch.tensor(SCORED_CHAR_IDS) - first],
+                               ev[torch.tensor(VALIDATION_CHAR_IDS) - first], sampler, 1, digest)
 
 
 # -- MiniImageNet ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class MiniImageNetFewShotConfig:
+class MiniImageNetFewShotConfig(ScenarioConfig):
     """5-way 1/5-shot MiniImageNet episodes on the Ravi & Larochelle split (user-supplied images).
 
     Put the images under `--data-dir` as `<data_dir>/<wnid>/<file>.jpg` or
     `<data_dir>/images/<file>.jpg` (file names as in the shipped split CSVs).
     """
 
-    ways: int = 5
+    ways: int = bounded(5, ge=2, le=N_CLASSES["val"])
     """Classes per episode."""
-    shots: int = 1
+    shots: int = bounded(1, ge=1)
     """Support images per class (1 or 5)."""
-    queries: int = 15
+    queries: int = bounded(15, ge=1)
     """Query images per class in test and validation episodes."""
     test_episodes: int = eval_field(600, "Scored episodes from the 20 test classes.")
     """Scored episodes from the 20 test classes."""
-    val_episodes: int = 100
+    val_episodes: int = bounded(100, ge=0)
     """Validation episodes from the 16 validation classes."""
-    image_size: int = 84
+    image_size: int = bounded(84, ge=8, le=512)
     """Side of the square images."""
-    train_queries: int = 15
+    train_queries: int = bounded(15, ge=1)
     """Default query images per class in meta-training episodes."""
 
     ID = "miniimagenet-fewshot"
     VERSION = 1
     SMOKE: ClassVar[dict[str, Any]] = {"test_episodes": 5, "val_episodes": 3, "image_size": 8}
-
-    @staticmethod
-    def fake_data(folder: Path) -> Path:
-        """A fake image set for checks: random 8x8 images in the cache format (no JPEGs)."""
-        from scenarios.miniimagenet_data import write_fake_cache
-
-        return write_fake_cache(folder / "miniimagenet", image_size=8)
+    fake_data = staticmethod(fake_data)
 
     def __post_init__(self) -> None:
-        _check_image_episodes(self, max_ways=16, per_class=600, max_size=512, what="MiniImageNet")
+        super().__post_init__()
+        _check_image_episodes(self, per_class=PER_CLASS, what="MiniImageNet")
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> FewShotScenario:
-        from scenarios.miniimagenet_data import load_miniimagenet
-
         s = self.image_size
         train = load_miniimagenet("train", data_dir, s)
         val = load_miniimagenet("val", data_dir, s)
         test = load_miniimagenet("test", data_dir, s)
-        test_eps = fixed_episodes(test.images, self.test_episodes, self.ways, self.shots,
-                                  self.queries, generator(seed), "episode")
-        val_eps = fixed_episodes(val.images, self.val_episodes, self.ways, self.shots,
-                                 self.queries, generator(derive_seed(seed, "val")),
-                                 "val episode")
         sampler = EpisodeSampler(train.images, self.ways, self.shots, self.train_queries,
                                  name="miniimagenet-train")
         digest = f"miniimagenet:{train.digest}:{val.digest}:{test.digest}:{s}"
-        return FewShotScenario(
-            id=self.ID, version=self.VERSION,
-            spec=ScenarioSpec(input_shape=(3, s, s), n_outputs=self.ways, episodic=True),
-            experiences=test_eps, val_experiences=val_eps, meta_train=sampler,
-            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
-            data_digest=digest,
-        )
+        return _image_episodes(self, seed, test.images, val.images, sampler, 3, digest)
 
 
 # -- Sinusoid regression --------------------------------------------------------------------------
@@ -381,7 +382,7 @@ class SinusoidSampler:
         return [Experience(xs[0], ys[0], xq[0], yq[0], batch_size=len(xs[0]))]
 
 
-class SinusoidEpisodes(Sequence[Experience]):
+class SinusoidEpisodes(FixedEpisodes):
     """Fixed sine test functions; `shots` support points (a prefix of the stored ones)."""
 
     def __init__(self, amp: Tensor, phase: Tensor, x: Tensor, xq: Tensor, shots: int,
@@ -392,19 +393,12 @@ class SinusoidEpisodes(Sequence[Experience]):
     def __len__(self) -> int:
         return len(self.amp)
 
-    def __getitem__(self, i: int) -> Experience:  # type: ignore[override]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
+    def episode(self, i: int) -> Experience:
         a, p = self.amp[i], self.phase[i]
         xs = self.x[i, : self.shots]
         xq = self.xq[i]
         return Experience(x=xs, y=a * torch.sin(xs - p), x_test=xq, y_test=a * torch.sin(xq - p),
                           batch_size=len(xs), name=f"{self.prefix} {i}")
-
-    def __iter__(self) -> Iterator[Experience]:
-        for i in range(len(self)):
-            yield self[i]
 
     def index_digest(self) -> str:
         return tensor_digest(self.amp, self.phase, self.x[:, : self.shots], self.xq)
@@ -420,22 +414,22 @@ def sinusoid_episodes(n: int, max_shots: int, queries: int, g: torch.Generator,
 
 
 @dataclass(frozen=True)
-class SinusoidFewShotConfig:
+class SinusoidFewShotConfig(ScenarioConfig):
     """MAML's sinusoid regression (Finn et al. 2017, Sec. 5.1): K-shot, MSE after 1/5/10 steps."""
 
-    shots: int = 10
+    shots: int = bounded(10, ge=1)
     """K of the scored episode set (`experiences`); every set in `eval_shots` is scored too."""
     eval_shots: tuple[int, ...] = eval_field((5, 10), "K values with a scored episode set.")
     """K values with a scored episode set (same functions and query points for each)."""
-    queries: int = 100
+    queries: int = bounded(100, ge=1)
     """Held-out query points per test function (x ~ U[-5, 5])."""
     test_episodes: int = eval_field(600, "Scored test functions.")
     """Scored test functions."""
-    val_episodes: int = 100
+    val_episodes: int = bounded(100, ge=0)
     """Validation functions (drawn with a seed derived from the scenario seed)."""
-    train_shots: int = 10
+    train_shots: int = bounded(10, ge=1)
     """K of the meta-training tasks (MAML: trained 10-shot, tested 5- and 10-shot)."""
-    train_queries: int = 10
+    train_queries: int = bounded(10, ge=1)
     """Query points per meta-training task (MAML: K)."""
     test_steps_grid: tuple[int, ...] = eval_field((1, 5, 10), "Scored inner-step counts.")
     """Inner-step counts at which every episode set is scored (mse_{K}shot_{S}step)."""
@@ -445,11 +439,10 @@ class SinusoidFewShotConfig:
     SMOKE: ClassVar[dict[str, Any]] = {"test_episodes": 5, "val_episodes": 3}
 
     def __post_init__(self) -> None:
-        check_range(self, "shots", ge=1)
+        super().__post_init__()
         if not self.eval_shots or min(self.eval_shots) < 1:
             raise ValueError(f"eval_shots must be positive K values, got {self.eval_shots!r}")
-        check_range(self, "queries", "test_episodes", "train_shots", "train_queries", ge=1)
-        check_range(self, "val_episodes", ge=0)
+        check_range(self, "test_episodes", ge=1)
         if not self.test_steps_grid or min(self.test_steps_grid) < 0:
             raise ValueError(f"test_steps_grid must be >= 0 step counts, got "
                              f"{self.test_steps_grid!r}")
@@ -465,12 +458,12 @@ class SinusoidFewShotConfig:
         va, vp, vx, vq = sinusoid_episodes(self.val_episodes, self.shots, self.queries,
                                            generator(derive_seed(seed, "val")), "val")
         val_eps = SinusoidEpisodes(va, vp, vx, vq, self.shots, "val episode")
-        return FewShotScenario(
-            id=self.ID, version=self.VERSION,
+        return self.built(
+            FewShotScenario, seed,
             spec=ScenarioSpec(input_shape=(1,), n_outputs=1, task="regression", episodic=True),
             experiences=sets[f"{self.shots}shot"], val_experiences=val_eps,
             meta_train=SinusoidSampler(self.train_shots, self.train_queries),
-            params={**to_dict(self), "seed": int(seed)}, eval_params=eval_params(self),
+            eval_params=eval_params(self),
             data_digest=f"sinusoid:A{AMP_RANGE}:phase{PHASE_RANGE}:x{X_RANGE}",
             episode_sets=sets, test_steps_grid=tuple(self.test_steps_grid),
         )

@@ -33,20 +33,26 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from harness.config import check_range, to_dict
 from harness.errors import DataError
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
 from scenarios.base import (
     BuiltScenario,
-    chunks,
-    class_range_name,
+    ScenarioConfig,
+    bounded,
+    class_experiences,
     derive_seed,
     generator,
+    stream_specs,
+)
+from scenarios.miniimagenet_data import (
+    N_CLASSES,
+    MiniImageNetSplit,
+    fake_data,
+    load_miniimagenet,
 )
 
 ENV_DIR = "HARNESS_MINIIMAGENET_DIR"
@@ -59,13 +65,14 @@ def _data_dir(data_dir: Path | None) -> Path | None:
     return data_dir
 
 
-def _load(split: str, data_dir: Path | None, image_size: int, split_dir: Path | None) -> Any:
-    from scenarios.miniimagenet_data import load_miniimagenet  # noqa: PLC0415
-
+def _load_splits(data_dir: Path | None, image_size: int, split_dir: Path | None
+                 ) -> tuple[MiniImageNetSplit, MiniImageNetSplit, MiniImageNetSplit]:
+    """The train, val and test splits (in that order), from `data_dir` or $ENV_DIR."""
     folder = _data_dir(data_dir)
     try:
-        return load_miniimagenet(split, folder, image_size,  # type: ignore[arg-type]
-                                 split_dir=split_dir)
+        return (load_miniimagenet("train", folder, image_size, split_dir=split_dir),
+                load_miniimagenet("val", folder, image_size, split_dir=split_dir),
+                load_miniimagenet("test", folder, image_size, split_dir=split_dir))
     except DataError as e:
         if folder is None:
             raise DataError(f"{e} (or name the folder in ${ENV_DIR})") from None
@@ -86,25 +93,11 @@ def _class_stream(
     Label k = the k-th class of `classes`. Training images: per class the index range `train`,
     order shuffled by `g`; test images: the index range `test`.
     """
-    n = len(classes)
-    n_tr, n_te = train[1] - train[0], test[1] - test[0]
-    order = torch.stack([train[0] + torch.randperm(n_tr, generator=g) for _ in range(n)])
+    n_tr = train[1] - train[0]
+    order = torch.stack([train[0] + torch.randperm(n_tr, generator=g) for _ in range(len(classes))])
     x = to_float(images[classes[:, None], order])  # [n, n_tr, 3, s, s]
     x_test = to_float(images[classes, test[0] : test[1]])
-    shape = x.shape[2:]
-    labels = torch.arange(n)
-    exps = []
-    for i, cls in enumerate(chunks(n, classes_per_exp)):
-        c = slice(cls.start, cls.stop)
-        exps.append(Experience(
-            x=x[c].reshape(-1, *shape).contiguous(),
-            y=labels[c].repeat_interleave(n_tr),
-            x_test=x_test[c].reshape(-1, *shape).contiguous(),
-            y_test=labels[c].repeat_interleave(n_te),
-            batch_size=batch_size, task_id=i, classes=tuple(cls),
-            name=f"{prefix}{class_range_name(cls)}",
-        ))
-    return exps
+    return class_experiences(x, x_test, classes_per_exp, batch_size, prefix)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,54 +115,38 @@ def order_hash(wnids: tuple[str, ...]) -> str:
     return hashlib.sha256(",".join(wnids).encode()).hexdigest()[:16]
 
 
-def _fake_data(folder: Path) -> Path:
-    from scenarios.miniimagenet_data import write_fake_cache  # noqa: PLC0415
-
-    return write_fake_cache(Path(folder) / "miniimagenet", image_size=8)
-
-
 @dataclass(frozen=True)
-class SplitMiniImageNetConfig:
+class SplitMiniImageNetConfig(ScenarioConfig):
     """OML protocol on MiniImageNet: meta-train on 64 classes, stream unseen test classes."""
 
-    n_classes: int = 20
+    n_classes: int = bounded(20, ge=1, le=N_CLASSES["test"])
     """Scored classes, drawn in a seed-given order from the 20 test classes (1..20)."""
-    classes_per_exp: int = 5
+    classes_per_exp: int = bounded(5, ge=1)
     """Consecutive classes per experience for the R matrix (last may be smaller)."""
-    train_per_class: int = 30
+    train_per_class: int = bounded(30, ge=1)
     """Training images per class (the first ones), seen once in a seed-shuffled order."""
-    test_per_class: int = 100
+    test_per_class: int = bounded(100, ge=1)
     """Held-out images per class (the last ones; train + test <= images per class)."""
-    n_val_classes: int = 16
+    n_val_classes: int = bounded(16, ge=1, le=N_CLASSES["val"])
     """Classes of the validation stream, from the 16 val classes (1..16)."""
-    meta_train_per_class: int = 600
+    meta_train_per_class: int = bounded(600, ge=1)
     """Images per meta-training class in the pool (the first ones; 1..600)."""
-    image_size: int = 84
+    image_size: int = bounded(84, ge=8, le=512)
     """Side of the square images (84 as in OML and most MiniImageNet work)."""
-    batch_size: int = 1
+    batch_size: int = bounded(1, ge=1)
     """Training batch size of the stream (1 in the OML protocol)."""
     split_dir: Path | None = None
     """Folder with other split CSVs (train/val/test.csv, `filename,label`); default shipped."""
 
-    ID: ClassVar[str] = "split-miniimagenet"
-    VERSION: ClassVar[int] = 1
-    SMOKE: ClassVar[dict[str, Any]] = {"image_size": 8, "test_per_class": 5,
-                                       "meta_train_per_class": 20}
-    fake_data = staticmethod(_fake_data)
-
-    def __post_init__(self) -> None:
-        check_range(self, "n_classes", ge=1, le=20)
-        check_range(self, "n_val_classes", ge=1, le=16)
-        check_range(self, "classes_per_exp", "train_per_class", "test_per_class",
-                    "meta_train_per_class", "batch_size", ge=1)
-        check_range(self, "image_size", ge=8, le=512)
+    ID = "split-miniimagenet"
+    VERSION = 1
+    SMOKE = {"image_size": 8, "test_per_class": 5, "meta_train_per_class": 20}
+    fake_data = staticmethod(fake_data)
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size
-        train = _load("train", data_dir, s, self.split_dir)
-        val = _load("val", data_dir, s, self.split_dir)
-        test = _load("test", data_dir, s, self.split_dir)
+        train, val, test = _load_splits(data_dir, s, self.split_dir)
         per = test.images.shape[1]
         tr, te = self.train_per_class, self.test_per_class
         if tr + te > per or tr + te > val.images.shape[1]:
@@ -195,58 +172,53 @@ class SplitMiniImageNetConfig:
             n_classes=len(train.wnids), name="miniimagenet-train")
         order = tuple(test.wnids[i] for i in classes.tolist())
         val_order = tuple(val.wnids[i] for i in val_classes.tolist())
-        spec = ScenarioSpec(input_shape=(3, s, s), n_outputs=n)
-        val_spec = ScenarioSpec(input_shape=(3, s, s), n_outputs=n_val) if n_val != n else None
-        return SplitMiniImageNet(
-            id=self.ID, version=self.VERSION, spec=spec, experiences=exps,
+        spec, val_spec = stream_specs((3, s, s), n, n_val)
+        return self.built(
+            SplitMiniImageNet, seed, spec=spec, experiences=exps,
             val_experiences=val_exps, meta_train=pool, val_spec=val_spec,
-            params={**to_dict(self), "seed": int(seed), "class_order_hash": order_hash(order),
-                    "data_digest": f"{train.digest[:12]}:{val.digest[:12]}:{test.digest[:12]}"},
+            extra_params={"class_order_hash": order_hash(order),
+                          "data_digest": f"{train.digest[:12]}:{val.digest[:12]}:"
+                                         f"{test.digest[:12]}"},
             class_order=order, val_class_order=val_order,
         )
 
 
 @dataclass(frozen=True)
-class SplitMiniImageNetCILConfig:
+class SplitMiniImageNetCILConfig(ScenarioConfig):
     """Class-incremental MiniImageNet: 100 classes in 20 experiences of 5, seed-given order."""
 
-    n_experiences: int = 20
+    n_experiences: int = bounded(20, ge=1, le=sum(N_CLASSES.values()))
     """Experiences; the 100 classes are split evenly among them (must divide 100)."""
-    train_per_class: int = 480
+    train_per_class: int = bounded(480, ge=1)
     """Training images per class (the first ones), shuffled within the experience by the seed."""
-    val_per_class: int = 20
+    val_per_class: int = bounded(20, ge=0)
     """Images per class after the training ones reserved for validation (0 = no validation)."""
-    test_per_class: int = 100
+    test_per_class: int = bounded(100, ge=1)
     """Held-out images per class (the last ones)."""
-    n_val_experiences: int = 3
+    n_val_experiences: int = bounded(3, ge=1)
     """Validation stream: the classes of the first this many experiences (3/4 of each class's
     validation images train, 1/4 test)."""
-    image_size: int = 84
+    image_size: int = bounded(84, ge=8, le=512)
     """Side of the square images."""
-    batch_size: int = 10
+    batch_size: int = bounded(10, ge=1)
     """Training batch size of the stream (10 is common in online continual learning)."""
     split_dir: Path | None = None
     """Folder with other split CSVs (train/val/test.csv, `filename,label`); default shipped."""
 
-    ID: ClassVar[str] = "split-miniimagenet-cil"
-    VERSION: ClassVar[int] = 1
-    SMOKE: ClassVar[dict[str, Any]] = {"image_size": 8, "train_per_class": 10,
-                                       "val_per_class": 8, "test_per_class": 4}
-    fake_data = staticmethod(_fake_data)
+    ID = "split-miniimagenet-cil"
+    VERSION = 1
+    SMOKE = {"image_size": 8, "train_per_class": 10, "val_per_class": 8, "test_per_class": 4}
+    fake_data = staticmethod(fake_data)
 
     def __post_init__(self) -> None:
-        check_range(self, "n_experiences", ge=1, le=100)
-        check_range(self, "train_per_class", ge=1)
-        check_range(self, "val_per_class", ge=0)
+        super().__post_init__()
         if self.val_per_class == 1:
             raise ValueError("val_per_class must be 0 (no validation) or >= 2")
-        check_range(self, "test_per_class", "n_val_experiences", "batch_size", ge=1)
-        check_range(self, "image_size", ge=8, le=512)
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> SplitMiniImageNet:
         s = self.image_size
-        parts = [_load(p, data_dir, s, self.split_dir) for p in ("train", "val", "test")]
+        parts = _load_splits(data_dir, s, self.split_dir)
         per = parts[0].images.shape[1]
         if any(p.images.shape[1] != per for p in parts):
             raise ValueError("every class must have the same number of images")
@@ -274,10 +246,10 @@ class SplitMiniImageNetCILConfig:
                                      generator(derive_seed(seed, "val")), "val ")
         order = tuple(wnids[i] for i in classes.tolist())
         spec = ScenarioSpec(input_shape=(3, s, s), n_outputs=n_total)
-        return SplitMiniImageNet(
-            id=self.ID, version=self.VERSION, spec=spec, experiences=exps,
+        return self.built(
+            SplitMiniImageNet, seed, spec=spec, experiences=exps,
             val_experiences=val_exps, meta_train=None,
-            params={**to_dict(self), "seed": int(seed), "class_order_hash": order_hash(order),
-                    "data_digest": ":".join(p.digest[:12] for p in parts)},
+            extra_params={"class_order_hash": order_hash(order),
+                          "data_digest": ":".join(p.digest[:12] for p in parts)},
             class_order=order, val_class_order=order[: len(val_exps) * per_exp],
         )

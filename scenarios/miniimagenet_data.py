@@ -33,28 +33,22 @@ from torch import Tensor
 
 from harness.errors import DataError
 from harness.fileio import atomic_write_bytes
+from scenarios.base import file_sha256
 
 Split = Literal["train", "val", "test"]
 
-SPLIT_DIR = Path(__file__).resolve().parent / "data" / "miniimagenet"
 SHA256 = {
     "train.csv": "498519cd8e49ce97ed26a4a3638966698ae41ab35e9c68538319fc9b46ba7d2f",
     "val.csv": "5658a59921ca027ee76af92949869c5d6f41d77592ff3b18db325a9d10c893b9",
     "test.csv": "2b7cfa78342995761a572a8158e539bc4e0a80f9bbd7d00c1e17a460fbbb93fa",
     "LICENSE": "376ee0a0dc83535320cbf7939984b31ff17a9d21ea823655202812495b784bd7",
 }
+"""Expected sha256 of every shipped file in `SPLIT_DIR` (also in its SHA256SUMS)."""
+SPLIT_DIR = Path(__file__).resolve().parent / "data" / "miniimagenet"
 N_CLASSES = {"train": 64, "val": 16, "test": 20}
 PER_CLASS = 600
 CACHE_FORMAT = 1
 """Bumped when decoding or resizing changes (invalidates caches)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def split_rows(split: Split, split_dir: Path | None = None) -> list[tuple[str, str]]:
@@ -66,7 +60,7 @@ def split_rows(split: Split, split_dir: Path | None = None) -> list[tuple[str, s
     if not path.exists():
         raise DataError(f"MiniImageNet split file {path} is missing; restore it with "
                         "`git checkout scenarios/data/miniimagenet` or reinstall the package")
-    if split_dir is None and _sha256(path) != SHA256[f"{split}.csv"]:
+    if split_dir is None and file_sha256(path) != SHA256[f"{split}.csv"]:
         raise DataError(f"MiniImageNet split file {path} is corrupt (sha256 mismatch, expected "
                         f"{SHA256[f'{split}.csv']}); restore it with "
                         "`git checkout scenarios/data/miniimagenet`")
@@ -168,6 +162,12 @@ def write_fake_cache(root: Path, image_size: int = 8, seed: int = 0) -> Path:
     return root
 
 
+def fake_data(folder: Path) -> Path:
+    """A fake image set for checks: random 8x8 images in the cache format (no JPEGs), in
+    `folder`/miniimagenet (the `fake_data` of the MiniImageNet scenario configs)."""
+    return write_fake_cache(Path(folder) / "miniimagenet", image_size=8)
+
+
 def load_miniimagenet(split: Split, data_dir: Path | None, image_size: int = 84,
                       split_dir: Path | None = None) -> MiniImageNetSplit:
     """All images of one split as uint8 [n_classes, 600, s, s, 3], classes sorted by wnid.
@@ -193,7 +193,7 @@ def load_miniimagenet(split: Split, data_dir: Path | None, image_size: int = 84,
     meta_path = cache.with_suffix(".json")
     if cache.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("listing") == listing and _sha256(cache) == meta.get("sha256"):
+        if meta.get("listing") == listing and file_sha256(cache) == meta.get("sha256"):
             arr = np.load(cache, allow_pickle=False)
             return MiniImageNetSplit(torch.from_numpy(arr), wnids, files, meta["sha256"])
     paths, missing = [], []

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,15 +37,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config import check_choice, check_range, to_dict
+from harness.config import check_range
 from harness.errors import DataError
-from harness.protocol import Experience, LabeledPool, ScenarioSpec
+from harness.protocol import Experience, LabeledPool
 from scenarios.base import (
     BuiltScenario,
-    chunks,
-    class_range_name,
+    ScenarioConfig,
+    bounded,
+    class_experiences,
     derive_seed,
+    file_sha256,
     generator,
+    one_of,
+    stream_specs,
 )
 
 Split = Literal["background", "evaluation"]
@@ -127,13 +130,10 @@ def verified_path(name: str, root: Path | None = None) -> Path:
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _VERIFIED:
         return path
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != expected:
+    digest = file_sha256(path)
+    if digest != expected:
         raise DataError(
-            f"Omniglot data file {name} is corrupt ({path} has sha256 {h.hexdigest()}, "
+            f"Omniglot data file {name} is corrupt ({path} has sha256 {digest}, "
             f"expected {expected}); {_fix_hint(root)}"
         )
     _VERIFIED.add(key)
@@ -209,6 +209,15 @@ def load_omniglot(
     return _load_cached(split, int(image_size), root_str)
 
 
+def data_root(data_dir: Path | None) -> Path | None:
+    """The `root` for `load_omniglot` given a scenario's `data_dir`: the folder holding the
+    files, or its parent with an omniglot/ in it (None: the shipped copy)."""
+    if data_dir is None:
+        return None
+    sub = Path(data_dir) / "omniglot"
+    return sub if sub.is_dir() else Path(data_dir)
+
+
 # -- the omniglot-stream scenario -------------------------------------------------------------
 
 
@@ -223,39 +232,34 @@ class OmniglotStream(BuiltScenario):
 
 
 @dataclass(frozen=True)
-class OmniglotStreamConfig:
+class OmniglotStreamConfig(ScenarioConfig):
     """OML/ANML meta-test stream: unseen Omniglot classes, one pass, batch 1, class by class."""
 
-    n_classes: int = 100
+    n_classes: int = bounded(100, ge=1, le=len(SCORED_CHAR_IDS))
     """Number of scored classes in the stream (1..600), drawn from the scored pool by the seed."""
-    classes_per_exp: int = 10
+    classes_per_exp: int = bounded(10, ge=1)
     """Consecutive classes grouped into one experience for the R matrix (last may be smaller)."""
-    image_size: int = 28
+    image_size: int = bounded(28, ge=8, le=512)
     """Side of the square images (28 for ANML and most baselines, 84 for OML)."""
-    channels: int = 1
+    channels: int = one_of(1, (1, 3))
     """1 (grey) or 3 (grey replicated, for ANML's 3x28x28 input)."""
-    train_per_class: int = 15
+    train_per_class: int = bounded(15, ge=1, le=N_DRAWINGS - 1)
     """Training drawings per class: the first ones in drawing order (1..19)."""
-    test_per_class: int = 5
+    test_per_class: int = bounded(5, ge=1, le=N_DRAWINGS - 1)
     """Held-out drawings per class: the last ones in drawing order (1..19, train+test <= 20)."""
-    n_val_classes: int = 20
+    n_val_classes: int = bounded(20, ge=1, le=len(VALIDATION_CHAR_IDS))
     """Classes in the validation stream, drawn from the 59-class validation pool (1..59)."""
 
     ID = "omniglot-stream"
     VERSION = 1
 
     def __post_init__(self) -> None:
-        check_range(self, "n_classes", ge=1, le=len(SCORED_CHAR_IDS))
-        check_range(self, "classes_per_exp", ge=1)
-        check_range(self, "image_size", ge=8, le=512)
-        check_choice(self, "channels", (1, 3))
-        check_range(self, "train_per_class", "test_per_class", ge=1, le=N_DRAWINGS - 1)
+        super().__post_init__()
         if self.train_per_class + self.test_per_class > N_DRAWINGS:
             raise ValueError(
                 f"train_per_class + test_per_class must be <= {N_DRAWINGS} (training and test "
                 f"drawings may not overlap), got {self.train_per_class} + {self.test_per_class}"
             )
-        check_range(self, "n_val_classes", ge=1, le=len(VALIDATION_CHAR_IDS))
 
     def _stream(
         self, images: Tensor, pool: tuple[int, ...], n: int, g: torch.Generator, prefix: str
@@ -271,31 +275,13 @@ class OmniglotStreamConfig:
         if self.channels == 3:
             x = x.expand(-1, -1, 3, -1, -1)
             x_test = x_test.expand(-1, -1, 3, -1, -1)
-        shape = x.shape[2:]
-        labels = torch.arange(n)
-        exps = []
-        for i, cls in enumerate(chunks(n, self.classes_per_exp)):
-            c = slice(cls.start, cls.stop)
-            exps.append(Experience(
-                x=x[c].reshape(-1, *shape).contiguous(),
-                y=labels[c].repeat_interleave(tr),
-                x_test=x_test[c].reshape(-1, *shape).contiguous(),
-                y_test=labels[c].repeat_interleave(te),
-                batch_size=1,
-                task_id=i,
-                classes=tuple(cls),
-                name=f"{prefix}{class_range_name(cls)}",
-            ))
+        exps = class_experiences(x, x_test, self.classes_per_exp, 1, prefix)
         return exps, tuple(chosen.tolist())
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> OmniglotStream:
         """The stream for `seed`. `data_dir`: a folder with the same (checksummed) files."""
-        root = None
-        if data_dir is not None:
-            # Accept either the folder holding the files or its parent with an omniglot/ in it.
-            sub = Path(data_dir) / "omniglot"
-            root = sub if sub.is_dir() else Path(data_dir)
+        root = data_root(data_dir)
         s, ch = self.image_size, self.channels
         bg_images, bg_ids = load_omniglot("background", s, root)
         ev_images, _ = load_omniglot("evaluation", s, root)
@@ -314,19 +300,9 @@ class OmniglotStreamConfig:
         val_experiences, val_class_ids = self._stream(
             ev_images, VALIDATION_CHAR_IDS, self.n_val_classes,
             generator(derive_seed(seed, "val")), "val ")
-        spec = ScenarioSpec(input_shape=(ch, s, s), n_outputs=self.n_classes)
-        val_spec = None
-        if self.n_val_classes != self.n_classes:
-            val_spec = ScenarioSpec(input_shape=(ch, s, s), n_outputs=self.n_val_classes)
-        return OmniglotStream(
-            id=self.ID,
-            version=self.VERSION,
-            spec=spec,
-            experiences=experiences,
-            val_experiences=val_experiences,
-            meta_train=meta_train,
-            params={**to_dict(self), "seed": int(seed)},
-            val_spec=val_spec,
-            class_ids=class_ids,
-            val_class_ids=val_class_ids,
+        spec, val_spec = stream_specs((ch, s, s), self.n_classes, self.n_val_classes)
+        return self.built(
+            OmniglotStream, seed, spec=spec, experiences=experiences,
+            val_experiences=val_experiences, meta_train=meta_train, val_spec=val_spec,
+            class_ids=class_ids, val_class_ids=val_class_ids,
         )

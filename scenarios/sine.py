@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from harness.config import check_range, to_dict
 from harness.protocol import Experience, ScenarioSpec
-from scenarios.base import BuiltScenario, derive_seed, generator
+from scenarios.base import BuiltScenario, ScenarioConfig, bounded, derive_seed, generator
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
 Z_RANGE = (-5.0, 5.0)
+MAX_POINTS = 100_000
+"""The most training points, batch size or test points per function a config accepts."""
 
 
 def _uniform(shape: tuple[int, ...], lo: float, hi: float, g: torch.Generator) -> Tensor:
@@ -107,24 +108,20 @@ class SineIncremental(BuiltScenario):
 
 
 @dataclass(frozen=True)
-class SineIncrementalConfig:
+class SineIncrementalConfig(ScenarioConfig):
     """OML incremental sine regression: functions in sequence, MSE per function."""
 
-    n_functions: int = 10
+    n_functions: int = bounded(10, ge=1, le=100)
     """Number of functions in the stream, one experience each (1..100)."""
-    samples_per_function: int = 320
+    samples_per_function: int = bounded(320, ge=1, le=MAX_POINTS)
     """Training points per function (1..100000); 320 = 40 batches of 8 as in OML."""
-    batch_size: int = 8
+    batch_size: int = bounded(8, ge=1, le=MAX_POINTS)
     """Batch size of the training stream (1..100000)."""
-    test_points: int = 100
+    test_points: int = bounded(100, ge=1, le=MAX_POINTS)
     """Fresh test points per function (1..100000)."""
 
     ID = "sine-incremental"
     VERSION = 1
-
-    def __post_init__(self) -> None:
-        check_range(self, "n_functions", ge=1, le=100)
-        check_range(self, "samples_per_function", "batch_size", "test_points", ge=1, le=100_000)
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> SineIncremental:
@@ -136,15 +133,13 @@ class SineIncrementalConfig:
         g_val = generator(derive_seed(seed, "val"))
         val_amplitude, val_phase = draw_functions(self.n_functions, g_val)
         val_experiences = sine_experiences(val_amplitude, val_phase, *sizes, g_val, "val ")
-        return SineIncremental(
-            id=self.ID,
-            version=self.VERSION,
+        return self.built(
+            SineIncremental, seed,
             spec=ScenarioSpec(input_shape=(1 + self.n_functions,), n_outputs=1,
                               task="regression"),
             experiences=experiences,
             val_experiences=val_experiences,
             meta_train=SineTaskSampler(self.n_functions, *sizes),
-            params={**to_dict(self), "seed": int(seed)},
             amplitude=tuple(amplitude.tolist()),
             phase=tuple(phase.tolist()),
             val_amplitude=tuple(val_amplitude.tolist()),

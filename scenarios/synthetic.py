@@ -17,9 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config import check_range, to_dict
-from harness.protocol import Experience, LabeledPool, ScenarioSpec
-from scenarios.base import BuiltScenario, chunks, class_range_name
+from harness.protocol import Experience, LabeledPool
+from scenarios.base import (
+    BuiltScenario,
+    ScenarioConfig,
+    bounded,
+    class_experiences,
+    stream_specs,
+)
 
 PROTOTYPE_SEED = 20240601
 """Fixed seed of the class prototypes (part of the scenario version, not of the run seed)."""
@@ -50,63 +55,36 @@ def _samples(protos: Tensor, per_class: int, noise: float, rng: np.random.Genera
 
 
 @dataclass(frozen=True)
-class SyntheticStreamConfig:
+class SyntheticStreamConfig(ScenarioConfig):
     """Tiny class-incremental stream of noisy Gaussian prototypes."""
 
-    n_classes: int = 10
+    n_classes: int = bounded(10, ge=1, le=1000)
     """Number of scored classes (1..1000)."""
-    classes_per_exp: int = 2
+    classes_per_exp: int = bounded(2, ge=1)
     """Classes per experience (>= 1; the last experience may have fewer)."""
-    train_per_class: int = 20
+    train_per_class: int = bounded(20, ge=1, le=10000)
     """Training samples per class (1..10000)."""
-    test_per_class: int = 10
+    test_per_class: int = bounded(10, ge=1, le=10000)
     """Held-out test samples per class (1..10000)."""
-    channels: int = 1
+    channels: int = bounded(1, ge=1, le=3)
     """Channels of an input image (1..3)."""
-    size: int = 8
+    size: int = bounded(8, ge=1, le=64)
     """Side of the square input images (1..64)."""
-    noise: float = 0.5
+    noise: float = bounded(0.5, ge=0.0, le=10.0)
     """Standard deviation of the per-sample Gaussian noise (0..10; prototypes have std 1)."""
-    batch_size: int = 1
+    batch_size: int = bounded(1, ge=1, le=1000)
     """Batch size of the training stream (1..1000)."""
-    meta_train_classes: int = 20
+    meta_train_classes: int = bounded(20, ge=0, le=1000)
     """Meta-training classes (0..1000; 0 = no meta-training pool), 20 samples each."""
 
     ID = "synthetic-stream"
     VERSION = 1
 
-    def __post_init__(self) -> None:
-        check_range(self, "n_classes", ge=1, le=1000)
-        check_range(self, "classes_per_exp", ge=1)
-        check_range(self, "train_per_class", "test_per_class", ge=1, le=10000)
-        check_range(self, "channels", ge=1, le=3)
-        check_range(self, "size", ge=1, le=64)
-        check_range(self, "noise", ge=0.0, le=10.0)
-        check_range(self, "batch_size", ge=1, le=1000)
-        check_range(self, "meta_train_classes", ge=0, le=1000)
-
     def _stream(self, protos: Tensor, rng: np.random.Generator, prefix: str) -> list[Experience]:
-        n = len(protos)
-        tr, te = self.train_per_class, self.test_per_class
-        x = _samples(protos, tr, self.noise, rng)
-        x_test = _samples(protos, te, self.noise, rng)
-        exps = []
-        for i, cls in enumerate(chunks(n, self.classes_per_exp)):
-            c = slice(cls.start, cls.stop)
-            xe = x[c].reshape(-1, *protos.shape[1:])
-            ye = torch.arange(cls.start, cls.stop).repeat_interleave(tr)
-            order = torch.from_numpy(rng.permutation(len(xe)))
-            exps.append(Experience(
-                x=xe[order].contiguous(),
-                y=ye[order],
-                x_test=x_test[c].reshape(-1, *protos.shape[1:]).contiguous(),
-                y_test=torch.arange(cls.start, cls.stop).repeat_interleave(te),
-                batch_size=self.batch_size,
-                task_id=i,
-                classes=tuple(cls),
-                name=f"{prefix}{class_range_name(cls)}",
-            ))
-        return exps
+        x = _samples(protos, self.train_per_class, self.noise, rng)
+        x_test = _samples(protos, self.test_per_class, self.noise, rng)
+        return class_experiences(x, x_test, self.classes_per_exp, self.batch_size, prefix,
+                                 shuffle=lambda m: torch.from_numpy(rng.permutation(m)))
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> BuiltScenario:
@@ -131,17 +109,7 @@ class SyntheticStreamConfig:
                 n_classes=m,
                 name="synthetic-meta",
             )
-        spec = ScenarioSpec(input_shape=shape, n_outputs=self.n_classes)
-        val_spec = None
-        if N_VAL_CLASSES != self.n_classes:
-            val_spec = ScenarioSpec(input_shape=shape, n_outputs=N_VAL_CLASSES)
-        return BuiltScenario(
-            id=self.ID,
-            version=self.VERSION,
-            spec=spec,
-            experiences=experiences,
-            val_experiences=val_experiences,
-            meta_train=meta_train,
-            params={**to_dict(self), "seed": int(seed)},
-            val_spec=val_spec,
-        )
+        spec, val_spec = stream_specs(shape, self.n_classes, N_VAL_CLASSES)
+        return self.built(BuiltScenario, seed, spec=spec, experiences=experiences,
+                          val_experiences=val_experiences, meta_train=meta_train,
+                          val_spec=val_spec)

@@ -55,17 +55,25 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from harness.config import check_choice, check_range, default_cache_dir, to_dict
+from harness.config import default_cache_dir
 from harness.errors import DataError, HarnessError
 from harness.fileio import atomic_write_bytes
 from harness.protocol import Experience, LabeledPool, ScenarioSpec
-from scenarios.base import BuiltScenario, derive_seed, generator
+from scenarios.base import (
+    BuiltScenario,
+    ScenarioConfig,
+    bounded,
+    derive_seed,
+    generator,
+    one_of,
+)
+from scenarios.base import file_sha256 as _file_sha256
 
 Ordering = Literal["iid", "class-iid", "instance", "class-instance"]
 ORDERINGS: tuple[str, ...] = ("iid", "class-iid", "instance", "class-instance")
@@ -84,11 +92,7 @@ DECODER_VERSION = 1
 
 @functools.lru_cache(maxsize=256)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _file_sha256(Path(path))
 
 
 def file_sha256(path: Path) -> str:
@@ -473,34 +477,34 @@ class VideoFrames(BuiltScenario):
 
 
 @dataclass(frozen=True)
-class VideoFramesConfig:
+class VideoFramesConfig(ScenarioConfig):
     """Frames of real videos in temporal order, one label per video/segment (Stream-51 style)."""
 
-    ordering: Ordering = "instance"
+    ordering: Ordering = one_of("instance", ORDERINGS)
     """Training-frame order: iid, class-iid, instance or class-instance (see module doc)."""
-    image_size: int = 32
+    image_size: int = bounded(32, ge=8, le=512)
     """Side of the square (centre-cropped) frames."""
-    fps: float = 0.0
+    fps: float = bounded(0.0, ge=0)
     """Frames per second kept (at most one per 1/fps interval); 0 keeps every coded frame."""
-    max_frames: int = 150
+    max_frames: int = bounded(150, ge=0)
     """Cap on frames per sequence after rate selection, kept evenly in time; 0 = no cap."""
-    test_fraction: float = 0.25
+    test_fraction: float = bounded(0.25, gt=0, lt=1)
     """Fraction of each sequence's frames held out for testing (0 < f < 1)."""
-    test_segments: int = 2
+    test_segments: int = bounded(2, ge=1)
     """Number of contiguous held-out segments per sequence, spread evenly in time."""
-    gap: int = 2
+    gap: int = bounded(2, ge=0)
     """Frames on each side of a held-out segment used for neither training nor testing."""
-    val_fraction: float = 0.2
+    val_fraction: float = bounded(0.2, ge=0, lt=1)
     """Leading fraction of each sequence set aside for the validation stream (0 = none)."""
-    pretrain_pool: Literal["omniglot", "none"] = "omniglot"
+    pretrain_pool: Literal["omniglot", "none"] = one_of("omniglot", ("omniglot", "none"))
     """Meta-/pre-training pool with classes disjoint from the videos (as Stream-51 pre-trains
     on ImageNet): 'omniglot' = the first `pretrain_classes` Omniglot background characters
     (shipped), grey replicated to RGB and resized; 'none' = no pool."""
-    pretrain_classes: int = 100
+    pretrain_classes: int = bounded(100, ge=1, le=964)
     """Omniglot background characters in the pool (20 drawings each; 1..964)."""
-    n_experiences: int = 0
+    n_experiences: int = bounded(0, ge=0)
     """Merge consecutive sequences (or classes) into this many experiences; 0 = one each."""
-    batch_size: int = 1
+    batch_size: int = bounded(1, ge=1)
     """Training batch size of the stream."""
 
     ID = "video-frames"
@@ -514,16 +518,6 @@ class VideoFramesConfig:
     def fake_data(root: Path) -> Path:
         """A tiny `<class>/<sequence>/<frame>.png` tree under `root` (needs no decoder)."""
         return write_frame_tree(Path(root) / "video-frames")
-
-    def __post_init__(self) -> None:
-        check_choice(self, "ordering", ORDERINGS)
-        check_choice(self, "pretrain_pool", ("omniglot", "none"))
-        check_range(self, "image_size", ge=8, le=512)
-        check_range(self, "pretrain_classes", ge=1, le=964)
-        check_range(self, "fps", "max_frames", "gap", "n_experiences", ge=0)
-        check_range(self, "test_segments", "batch_size", ge=1)
-        check_range(self, "test_fraction", gt=0, lt=1)
-        check_range(self, "val_fraction", ge=0, lt=1)
 
     # -- construction --
 
@@ -647,12 +641,11 @@ class VideoFramesConfig:
         ).encode()).hexdigest()[:16]
         spec = ScenarioSpec(input_shape=(3, self.image_size, self.image_size),
                             n_outputs=len(class_names))
-        return VideoFrames(
-            id=self.ID, version=self.VERSION, spec=spec,
+        return self.built(
+            VideoFrames, seed, spec=spec,
             experiences=experiences, val_experiences=val_experiences,
             meta_train=self._pretrain_pool(),
-            params={**to_dict(self), "seed": int(seed), "data": origin, "data_hash": data_hash,
-                    "variant": self.ordering},
+            extra_params={"data": origin, "data_hash": data_hash, "variant": self.ordering},
             ordering=self.ordering, class_names=class_names,
             sequence_names=tuple(s.name for s in sources),
             test_sequence_ids=tuple(test_ids), train_sequence_ids=tuple(train_ids),

@@ -37,35 +37,32 @@ def _one_error_line(output: str) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def no_work(monkeypatch):
-    """Records a call of `compare`: input the command line checks is refused before it."""
+def _refuse(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    """Replace `harness.experiment.<name>` by a stub that records its call and fails; the
+    list of recorded calls."""
     from harness import experiment
 
     calls: list[object] = []
 
-    def compare(*args, **kwargs):
+    def refuse(*args, **kwargs):
         calls.append(args)
         raise AssertionError("a run started on bad input")
 
-    monkeypatch.setattr(experiment, "compare", compare)
+    monkeypatch.setattr(experiment, name, refuse)
     return calls
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Records a call of `compare`: input the command line checks is refused before it."""
+    return _refuse(monkeypatch, "compare")
 
 
 @pytest.fixture
 def no_run(monkeypatch):
     """Records a learner's run starting (input the library checks, e.g. --set values, is
     refused after `compare` is called but before any learner runs)."""
-    from harness import experiment
-
-    calls: list[object] = []
-
-    def measure(*args, **kwargs):
-        calls.append(args)
-        raise AssertionError("a run started on bad input")
-
-    monkeypatch.setattr(experiment, "measure", measure)
-    return calls
+    return _refuse(monkeypatch, "measure")
 
 
 @pytest.mark.parametrize(

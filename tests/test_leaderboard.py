@@ -99,6 +99,16 @@ def row(df: pd.DataFrame, **eq: object) -> pd.Series:
     return sel.iloc[0]
 
 
+def anml_accuracy(agg: pd.DataFrame, mean: float) -> pd.Series:
+    """anml's acc_final_macro row of `agg`, checked: 3 seeds averaging `mean`, with the 95 %
+    CI half-width CI_3 (their sd is 0.1)."""
+    a = row(agg, learner="anml", metric="acc_final_macro")
+    assert a["mean"] == pytest.approx(mean)
+    assert a["n_seeds"] == 3
+    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
+    return a
+
+
 # ---------------------------------------------------------------------------- load_runs
 
 
@@ -190,11 +200,8 @@ def test_aggregate_mean_sd_ci(two_learners: Path) -> None:
     runs = lb.load_runs(two_learners)
     agg = lb.aggregate(runs)
     assert len(agg) == 4  # 2 learners x 2 metrics
-    a = row(agg, learner="anml", metric="acc_final_macro")
-    assert a["mean"] == pytest.approx(0.6)
+    a = anml_accuracy(agg, 0.6)
     assert a["sd"] == pytest.approx(0.1)
-    assert a["n_seeds"] == 3
-    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
     assert a["ci_low"] == pytest.approx(0.6 - CI_3, abs=1e-6)
     assert a["ci_high"] == pytest.approx(0.6 + CI_3, abs=1e-6)
     assert a["failed"] == 0 and a["duplicates_dropped"] == 0
@@ -231,11 +238,7 @@ def test_failed_runs_excluded_but_counted(two_learners: Path) -> None:
     for seed in range(2):
         write_run(two_learners, f"ewc-{seed}", "ewc", seed, {"failed": 1.0})
     agg = lb.aggregate(lb.load_runs(two_learners))
-    a = row(agg, learner="anml", metric="acc_final_macro")
-    assert a["mean"] == pytest.approx(0.6)
-    assert a["n_seeds"] == 3
-    assert a["failed"] == 2
-    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
+    assert anml_accuracy(agg, 0.6)["failed"] == 2
     assert not set(agg["metric"]) & {"failed", "diverged"}
     e = row(agg, learner="ewc", metric="acc_final_macro")
     assert e["n_seeds"] == 0 and e["failed"] == 2 and math.isnan(e["mean"])
@@ -258,12 +261,8 @@ def test_duplicates_keep_latest_started_at(two_learners: Path) -> None:
         started_at="2025-02-01T00:00:00+00:00",
     )
     agg = lb.aggregate(lb.load_runs(two_learners))
-    a = row(agg, learner="anml", metric="acc_final_macro")
     # values 0.8, 0.6, 0.7: mean 0.7, sd 0.1, ci95 = 0.248414
-    assert a["mean"] == pytest.approx(0.7)
-    assert a["n_seeds"] == 3
-    assert a["duplicates_dropped"] == 1
-    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
+    assert anml_accuracy(agg, 0.7)["duplicates_dropped"] == 1
     assert row(agg, learner="finetune", metric="acc_final_macro")["duplicates_dropped"] == 0
 
 
@@ -733,7 +732,8 @@ def test_leaderboard_ranks_within_the_same_scenario_parameters(tmp_path: Path) -
         ("maml", "20"): 1,
         ("protonet", "20"): 2,
     }
-    assert list(t["scenario_params"]) == ['{"ways": 20}'] * 2 + ['{"ways": 5}'] * 2
+    # Parameters sort as numbers: 5-way before 20-way.
+    assert list(t["scenario_params"]) == ['{"ways": 5}'] * 2 + ['{"ways": 20}'] * 2
 
 
 # ---------------------------------------------------------------------------- damaged run files
@@ -798,9 +798,7 @@ def test_a_damaged_run_file_is_named_and_left_out(two_learners: Path, kind: str)
     assert messages == [f"{bad}: {reason}; left out"]
     assert "anml-3" not in set(runs["run_id"])
     agg = lb.aggregate(runs)
-    a = row(agg, learner="anml", metric="acc_final_macro")
-    assert a["mean"] == pytest.approx(0.6) and a["n_seeds"] == 3
-    assert a["ci95"] == pytest.approx(CI_3, abs=1e-6)
+    anml_accuracy(agg, 0.6)
     assert row(agg, learner="finetune", metric="acc_final_macro")["mean"] == pytest.approx(0.3)
     assert "peak_rss_mb" not in set(agg["metric"])
 
@@ -896,7 +894,7 @@ def test_partial_runs_are_never_averaged_or_ranked_with_complete_ones(
     assert written["rank"].isna().tolist() == [False, False, True]
     md = md_path.read_text(encoding="utf-8")
     top, partial = md.split(f"## {lb.PARTIAL_TITLE}\n\n")
-    assert "| anml | quick | cfg-anml | 1 | complete |" in top and "0.900" not in top
+    assert "| 1 | anml | quick | 2 | 0.600 ± 1.271 |" in top and "0.900" not in top
     lines = partial.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split(" | ")]
     cells = [c.strip() for c in lines[2].strip("|").split(" | ")]

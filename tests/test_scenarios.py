@@ -8,15 +8,16 @@ import inspect
 import math
 import shutil
 import textwrap
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 
 import pytest
 import torch
 
 from harness.errors import DataError
-from harness.protocol import Experience, LabeledPool, Scenario, TaskSampler
-from harness.registry import get_scenario
+from harness.protocol import Experience, LabeledPool, Scenario, ScenarioSpec, TaskSampler
+from harness.registry import get_scenario, list_scenarios
 from scenarios import omniglot as og
+from scenarios.base import BuiltScenario, ScenarioConfig, bounded, one_of
 from scenarios.sine import SineIncrementalConfig, SineTaskSampler
 from scenarios.synthetic import SyntheticStreamConfig
 
@@ -360,3 +361,29 @@ def test_registered_configs_have_field_docstrings_and_defaults(scenario_id):
         and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)
     }
     assert documented == {f.name for f in fields(cls)}
+
+
+@dataclass(frozen=True)
+class _Ranged(ScenarioConfig):
+    n: int = bounded(3, ge=1, le=5)
+    frac: float = bounded(0.5, gt=0, lt=1)
+    mode: str = one_of("a", ("a", "b"))
+
+    ID = "ranged"
+    VERSION = 2
+
+
+def test_scenario_config_checks_declared_ranges_and_stamps_what_it_builds():
+    for entry in list_scenarios():
+        assert issubclass(entry.config_class(), ScenarioConfig), entry.id
+    with pytest.raises(ValueError, match=r"^n must be in \[1, 5\], got 6$"):
+        _Ranged(n=6)
+    with pytest.raises(ValueError, match=r"^frac must be in \(0, 1\), got 1.0$"):
+        _Ranged(frac=1.0)
+    with pytest.raises(ValueError, match=r"^mode must be 'a' or 'b', got 'c'$"):
+        _Ranged(mode="c")
+    spec = ScenarioSpec(input_shape=(1,), n_outputs=2)
+    built = _Ranged(n=4).built(BuiltScenario, 7, {"data": "x"}, spec=spec, experiences=[],
+                               val_experiences=[], meta_train=None)
+    assert (built.id, built.version) == ("ranged", 2)
+    assert built.params == {"n": 4, "frac": 0.5, "mode": "a", "seed": 7, "data": "x"}

@@ -29,7 +29,12 @@ Modules (every public name is importable from `harness.leaderboard`):
     - `load`: the row schema of a run CSV (from `harness.results.COLUMNS`) and `load_runs`.
     - `aggregate`: run statuses, re-runs, per-configuration counts, `aggregate` and `rank`.
     - `pairing`: `paired_differences` and the i.i.d. oracle's `oracle_drops`.
-    - `render`: `leaderboard_table`, its Markdown and `write_leaderboard`.
+    - `variants`: scenario parameters: parsing, numeric order, labels.
+    - `markdown`: Markdown tables and cells (`to_markdown`, `oracle_drops_markdown`).
+    - `compact`: ``leaderboard.md``, one compact table per scenario variant
+      (`leaderboard_markdown`, `shown_metrics`).
+    - `render`: `leaderboard_table`, `leaderboard_text` (Markdown or CSV text) and
+      `write_leaderboard`.
     - `report`: the results page and the README's headline table.
 """
 
@@ -41,9 +46,18 @@ from harness.leaderboard.aggregate import (
     STATUS_METRICS,
     aggregate,
     is_higher_better,
+    kept_runs,
     rank,
 )
+from harness.leaderboard.compact import (
+    EPISODE_MARK,
+    MAX_OTHER_METRICS,
+    PARTIAL_TITLE,
+    leaderboard_markdown,
+    shown_metrics,
+)
 from harness.leaderboard.load import REQUIRED_COLUMNS, ResultFileWarning, load_runs
+from harness.leaderboard.markdown import oracle_drops_markdown, to_markdown
 from harness.leaderboard.pairing import (
     ORACLE_METRICS,
     ORACLE_SUFFIX,
@@ -53,11 +67,9 @@ from harness.leaderboard.pairing import (
     unpaired_oracle_runs,
 )
 from harness.leaderboard.render import (
-    PARTIAL_TITLE,
-    leaderboard_markdown,
+    FORMATS,
     leaderboard_table,
-    oracle_drops_markdown,
-    to_markdown,
+    leaderboard_text,
     write_leaderboard,
 )
 from harness.leaderboard.report import (
@@ -70,13 +82,22 @@ from harness.leaderboard.report import (
     results_markdown,
     write_leaderboards,
 )
+from harness.leaderboard.variants import (
+    params_sort_key,
+    parse_params,
+    variant_label,
+    varying_keys,
+)
 
 __all__ = [
     "CONFIG_KEYS",
+    "EPISODE_MARK",
+    "FORMATS",
     "GROUP_KEYS",
     "HEADLINE_METRICS",
     "HEADLINE_SCENARIO",
     "HIGHER_IS_BETTER",
+    "MAX_OTHER_METRICS",
     "ORACLE_METRICS",
     "ORACLE_SUFFIX",
     "PARTIAL_TITLE",
@@ -89,18 +110,25 @@ __all__ = [
     "aggregate",
     "headline_markdown",
     "is_higher_better",
+    "kept_runs",
     "leaderboard_markdown",
     "leaderboard_table",
+    "leaderboard_text",
     "load_runs",
     "oracle_drops",
     "oracle_drops_markdown",
     "paired_differences",
+    "params_sort_key",
+    "parse_params",
     "rank",
     "replace_readme_block",
     "results_markdown",
+    "shown_metrics",
     "write_leaderboards",
     "to_markdown",
     "unpaired_oracle_notes",
     "unpaired_oracle_runs",
+    "variant_label",
+    "varying_keys",
     "write_leaderboard",
 ]

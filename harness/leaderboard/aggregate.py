@@ -172,6 +172,26 @@ def _finished_rows(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df, _clean_rows(df, _run_table(df))
 
 
+def kept_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run that the aggregates average: finished (not failed, diverged or timed
+    out) and not superseded by a later re-run of its configuration and seed.
+
+    Returns:
+        Columns: the `GROUP_KEYS` (``status`` 'complete' or 'partial'), ``seed``, ``run_id``,
+        ``stream_hash`` and, where the runs record them, ``scenario_params`` and
+        ``harness_version``; sorted by group and seed.
+    """
+    df = _prepare(runs)
+    per_run = _run_table(df)
+    kept = per_run.loc[~per_run["_dropped"] & ~per_run["_failed"]]
+    kept = kept[[*GROUP_KEYS, "seed", "run_id", "stream_hash"]]
+    extra = [c for c in ("scenario_params", "harness_version") if c in df.columns]
+    if extra:
+        first = df.drop_duplicates("run_id", keep="last")[["run_id", *extra]]
+        kept = kept.merge(first, on="run_id", how="left")
+    return kept.sort_values([*GROUP_KEYS, "seed"], kind="stable").reset_index(drop=True)
+
+
 def _valued(rows: pd.DataFrame, metrics: Iterable[str]) -> pd.DataFrame:
     """The rows of `metrics` that hold a value."""
     return rows[rows["metric"].isin(list(metrics)) & rows["value"].notna()]

@@ -13,14 +13,11 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.leaderboard.compact import leaderboard_markdown
 from harness.leaderboard.load import _LEADERBOARD_FILES, load_runs
+from harness.leaderboard.markdown import _escape, to_markdown
 from harness.leaderboard.pairing import oracle_drops, unpaired_oracle_runs
-from harness.leaderboard.render import (
-    _escape,
-    leaderboard_markdown,
-    leaderboard_table,
-    to_markdown,
-)
+from harness.leaderboard.render import leaderboard_table
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
