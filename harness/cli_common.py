@@ -28,6 +28,7 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class Format(StrEnum):
+    table = "table"
     md = "md"
     csv = "csv"
 

@@ -23,6 +23,12 @@ def plot_cmd(
         help="A results folder: one scenario's (results/omniglot-stream) or a root of them.")],
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Where to write the figures (default: RESULTS_DIR/figures).")] = None,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="Comma-separated shell patterns of figure names to draw, e.g. "
+                       "'*accuracy-vs-classes,*prequential-n_classes-100' (default: all).")
+                    ] = None,
+    formats: Annotated[str, typer.Option(
+        "--formats", help="Comma-separated file formats: png, svg.")] = "png,svg",
 ) -> None:
     """Draw the figures of a results folder (PNG and SVG): accuracy vs n_classes, the accuracy
     matrix, accuracy vs samples seen, per-class accuracy, MSE per function, few-shot scores."""
@@ -34,7 +40,9 @@ def plot_cmd(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResultFileWarning)
-            report = plot_results(results_dir, out_dir)
+            report = plot_results(results_dir, out_dir,
+                                  only.split(",") if only is not None else None,
+                                  [f.strip() for f in formats.split(",") if f.strip()])
     except HarnessError as e:
         if debug:
             raise
@@ -45,7 +53,8 @@ def plot_cmd(
         if issubclass(w.category, ResultFileWarning):
             err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
     names = report.figures
-    out.print(f"wrote {len(names)} figure(s), PNG and SVG, to {escape(str(report.out))}:",
+    kinds = " and ".join(f.upper() for f in report.formats)
+    out.print(f"wrote {len(names)} figure(s), {kinds}, to {escape(str(report.out))}:",
               highlight=False)
     for name in names:
         out.print(f"  {escape(name)}", highlight=False)

@@ -96,8 +96,9 @@ def show_leaderboard(folder: Path) -> None:
 
 def leaderboard_cmd(
     directory: Annotated[Path, typer.Argument(help="Results folder, e.g. results/omniglot-stream")],
-    fmt: Annotated[Format, typer.Option("--format", help="Terminal table (md) or CSV text.")
-                   ] = Format.md,
+    fmt: Annotated[Format, typer.Option(
+        "--format", help="table: the terminal table; md: the Markdown of leaderboard.md; csv: "
+                         "the CSV of leaderboard.csv.")] = Format.table,
     metric: Annotated[str | None, typer.Option(
         "--metric", help="Metric to rank by (default: the scenario's headline metric).")] = None,
     debug: DebugOpt = False,
@@ -114,8 +115,10 @@ def leaderboard_cmd(
         runs = load_runs_warning(directory)
         table = leaderboard_table(runs, primary_metric=metric)
         csv_path, md_path = write_leaderboard(directory, runs, primary_metric=metric)
-        if fmt is Format.csv:
-            out.print(table.to_csv(index=False), markup=False, highlight=False, soft_wrap=True)
+        if fmt is not Format.table:  # the bytes of the file just written, to paste or pipe
+            path = csv_path if fmt is Format.csv else md_path
+            out.print(path.read_text(encoding="utf-8"), end="", markup=False, highlight=False,
+                      soft_wrap=True)
         else:
             out.print(tables.leaderboard_rich(table, f"{directory} ({BOARD})"))
             drops, unpaired = oracle_drops(runs), unpaired_oracle_runs(runs)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild every table in published/ from the committed grids (published/grids/*.toml): run
-# what is missing, then write each scenario folder's leaderboard, docs/results.md and the
-# README's headline table from the rows. One torch thread per cell, so that the rows are
-# bit-identical for a given torch build (see the README, "Reproducibility"). Run from the
+# what is missing, then write each scenario folder's leaderboard, docs/results.md, the
+# README's headline table and the figures (docs/figures) from the rows. One torch thread per cell, so that
+# the rows are bit-identical for a given torch build (see the README, "Reproducibility"). Run from the
 # repository root:
 #     bash published/make.sh                       # serially
 #     bash published/make.sh --executor local --workers 2
@@ -15,3 +15,5 @@ for grid in omniglot-stream sine-incremental sinusoid-fewshot omniglot-fewshot v
     .venv/bin/harness sweep "published/grids/$grid.toml" --out published --quiet "$@"
 done
 .venv/bin/harness report published --out docs/results.md --readme README.md
+# Every figure of every scenario (PNG), the two the README shows among them.
+.venv/bin/harness plot published --out docs/figures --formats png

@@ -42,8 +42,12 @@ def test_run_compare_and_leaderboard(tmp_path: Path) -> None:
     assert (folder / "leaderboard.md").exists()
     res = _invoke("leaderboard", str(folder))
     assert res.exit_code == 0 and "finetune" in res.output
-    res = _invoke("leaderboard", str(folder), "--format", "csv")
-    assert res.exit_code == 0 and "acc_final_macro_mean" in res.output
+    # md and csv print exactly the files the command (re)writes, so they can be pasted or piped.
+    for fmt, name in (("md", "leaderboard.md"), ("csv", "leaderboard.csv")):
+        res = _invoke("leaderboard", str(folder), "--format", fmt)
+        assert res.exit_code == 0 and res.stdout == (folder / name).read_text(encoding="utf-8")
+    assert res.stdout.startswith("scenario,") and "acc_final_macro_mean" in res.stdout
+    assert "| rank | learner |" in (folder / "leaderboard.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

@@ -1009,7 +1009,7 @@ def test_oracle_pairs_partial_runs_only_with_partial_ones(tmp_path: Path) -> Non
 
 def omniglot_runs(root: Path) -> None:
     """omniglot-stream: at 10 classes anml-iid, anml (and a partial anml seed 2) and finetune
-    on seeds 0, 1, anml on the same network as its oracle; at 20 classes anml on seed 0."""
+    on seeds 0, 1, anml on the same network as its oracle; at 100 classes anml on seed 0."""
     scen = "omniglot-stream"
 
     def run(
@@ -1042,7 +1042,7 @@ def omniglot_runs(root: Path) -> None:
         representation="net",
         m={"meta_train_complete": 0.0, "meta_steps_done": 7.0, "meta_steps_asked": 9.0},
     )
-    run("b0", "anml", 0, 0.3, 0.2, 20, representation="net20")
+    run("b0", "anml", 0, 0.3, 0.2, 100, representation="net100")
 
 
 def test_results_page_is_generated_deterministically(two_learners: Path) -> None:
@@ -1087,7 +1087,7 @@ def test_results_page_is_generated_deterministically(two_learners: Path) -> None
 
 def test_headline_table_holds_the_complete_omniglot_stream_runs(tmp_path: Path) -> None:
     omniglot_runs(tmp_path)
-    headline = lb.headline_markdown(tmp_path)
+    headline = lb.headline_markdown(tmp_path, only=None)
     # Ranked on acc_final_macro within each n_classes; the partial anml seed 2 is left out.
     # anml at 10 classes: meta_test_test_acc (0.5, 0.7) -> 0.600 ± 12.706205 * 0.1 = 1.271.
     assert headline.splitlines()[2:] == [
@@ -1096,12 +1096,51 @@ def test_headline_table_holds_the_complete_omniglot_stream_runs(tmp_path: Path) 
         "| anml-iid | quick | 10 | 2 | 0.800 ± 0.000 | 0.700 ± 0.000 |",
         "| anml | quick | 10 | 2 | 0.600 ± 1.271 | 0.400 ± 0.000 |",
         "| finetune | quick | 10 | 2 | 0.100 ± 0.000 | 0.050 ± 0.000 |",
-        "| anml | quick | 20 | 1 | 0.300 | 0.200 |",
+        "| anml | quick | 100 | 1 | 0.300 | 0.200 |",
     ]
     assert f"`harness report {tmp_path.as_posix()}`" in headline.splitlines()[0]
-    assert lb.headline_markdown(tmp_path) == headline
+    assert lb.headline_markdown(tmp_path, only=None) == headline
+    # By default the README shows the main job's 100 classes; n_classes leaves the columns.
+    assert lb.headline_markdown(tmp_path).splitlines()[2:] == [
+        "| learner | preset | seeds | meta_test_test_acc | acc_final_macro |",
+        "| --- | --- | ---: | ---: | ---: |",
+        "| anml | quick | 1 | 0.300 | 0.200 |",
+    ]
+    assert "with n_classes=100 in" in lb.headline_markdown(tmp_path).splitlines()[0]
+    with pytest.raises(HarnessError, match="no complete run with n_classes=5 under"):
+        lb.headline_markdown(tmp_path, only={"n_classes": 5})
     with pytest.raises(HarnessError, match="omniglot-stream"):
         lb.headline_markdown(tmp_path / "omniglot-stream")
+
+
+def test_headline_pairs_every_learner_with_quick_anml_and_says_who_beats_it(
+    tmp_path: Path,
+) -> None:
+    scen, params = "omniglot-stream", {"scenario_params": json.dumps({"n_classes": 100})}
+    table = {  # acc_final_macro on seeds 0 and 1
+        ("anml", "quick"): (0.4, 0.6),
+        ("anml", "long"): (0.9, 0.9),  # another recipe of the headline learner: not the base
+        ("slda", "quick"): (0.5, 0.9),  # +0.1, +0.3
+        ("finetune", "quick"): (0.1, 0.2),  # -0.3, -0.4
+    }
+    for (learner, preset), accs in table.items():
+        for seed, acc in enumerate(accs):
+            write_run(tmp_path, f"{learner}-{preset}-{seed}", learner, seed,
+                      {"acc_final_macro": acc}, scenario=scen, preset=preset,
+                      config_hash=f"cfg-{learner}-{preset}", extra=params)
+    lines = lb.headline_markdown(tmp_path).splitlines()
+    start = lines.index("| learner | preset | pairs | difference | p |")
+    # slda: diffs 0.1, 0.3: mean 0.2, sd 0.1414, CI t(0.975, 1) * 0.1414 / sqrt(2) = 1.271;
+    # t = 2 with 1 df (Cauchy): p = 1 - 2 atan(2) / pi = 0.295.
+    # anml long: 0.5, 0.3 -> 0.4 ± 1.271; t = 4: p = 1 - 2 atan(4) / pi = 0.156.
+    # finetune: -0.3, -0.4 -> -0.350 ± 0.635; t = -7: p = 0.0903.
+    assert lines[start + 2 :] == [
+        "| anml | long | 2 | 0.400 ± 1.271 | 0.16 |",
+        "| slda | quick | 2 | 0.200 ± 1.271 | 0.3 |",
+        "| finetune | quick | 2 | -0.350 ± 0.635 | 0.09 |",
+        "",
+        "No learner is better than `anml` (quick) with its whole CI above zero.",
+    ]
 
 
 README = (

@@ -188,6 +188,14 @@ def test_the_command_names_what_it_wrote_and_skipped(copies, tmp_path: Path) -> 
     assert len(list((folder / "figures").glob("*.png"))) == 3
     res = runner.invoke(app, [str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    # --only draws just the figures whose names match; an empty pattern is bad input.
+    only = tmp_path / "only"
+    res = runner.invoke(app, [str(folder), "--out", str(only), "--only", "*mse-per-function*"])
+    assert res.exit_code == 0 and "wrote 1 figure(s)" in res.output, res.output
+    assert [p.name for p in sorted(only.iterdir())] == [
+        "sine-incremental-mse-per-function.png", "sine-incremental-mse-per-function.svg"]
+    res = runner.invoke(app, [str(folder), "--out", str(only), "--only", "x,"])
+    assert res.exit_code == 2 and "--only" in res.output
 
 
 def test_without_matplotlib(copies, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@ in published/, docs/results.md and the README's headline table (rebuild: bash pu
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -86,3 +87,22 @@ def test_every_published_run_is_a_cell_of_a_committed_grid() -> None:
             if p.name not in ("leaderboard.csv", "oracle_drop.csv")}
     assert runs, "no published runs"
     assert runs <= planned, sorted(runs - planned)[:10]
+
+
+@pytest.mark.slow  # draws 26 figures, about 40 s
+def test_committed_figures_are_what_the_command_draws_from_the_rows(tmp_path: Path) -> None:
+    from conftest import need
+
+    need("matplotlib")  # the plots extra draws the figures
+    from harness.plots import plot_results
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"!\[[^\]]*\]\((docs/figures/[\w.-]+\.png)\)", readme)
+    assert len(shown) == 2 and all((ROOT / p).is_file() for p in shown)
+    assert "harness plot published --out docs/figures --formats png" in (
+        ROOT / "published" / "make.sh").read_text()
+    report = plot_results(ROOT / "published", tmp_path, formats=["png"])
+    committed = sorted(p.name for p in (ROOT / "docs" / "figures").iterdir())
+    assert sorted(p.name for p in report.written) == committed
+    for path in report.written:  # Agg draws the same pixels from the same rows
+        assert path.read_bytes() == (ROOT / "docs" / "figures" / path.name).read_bytes(), path

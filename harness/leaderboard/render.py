@@ -148,6 +148,7 @@ def _ranked(
     (`params_sort_key`: n_classes 10 before 50 before 100).
     """
     params = table["scenario_params"] if "scenario_params" in table else ""
+    table = table.copy()  # one block: the columns built one by one above are fragmented
     table["_params"] = pd.Series(params, index=table.index).fillna("").astype(str)
     table["rank"] = pd.Series(pd.NA, index=table.index, dtype="Int64")
     complete = table[table["status"] == "complete"]
@@ -160,7 +161,7 @@ def _ranked(
 
     front = [*CONFIG_KEYS, "rank", "status", "rank_by", "n_seeds", "failed", "duplicates_dropped"]
     order = sorted(set(table["_params"]), key=lambda p: (params_sort_key(p), p))
-    table["_order"] = table["_params"].map({p: i for i, p in enumerate(order)})
+    table = table.assign(_order=table["_params"].map({p: i for i, p in enumerate(order)}))
     table = table.sort_values(
         [*_SCENARIO, "status", "_order", "rank", "learner", "preset", "config_hash"],
         na_position="last",

@@ -27,12 +27,14 @@ drawing; nothing here prints.
 
 from __future__ import annotations
 
+import fnmatch
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.fileio import atomic_write_bytes
 from harness.plots.data import Scenario, Variant, gather
 from harness.plots.figures import (
@@ -68,34 +70,43 @@ class PlotReport:
     """What `plot_results` did: the files written and the figures skipped, with why."""
 
     out: Path
+    formats: tuple[str, ...] = FORMATS
     written: list[Path] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def figures(self) -> list[str]:
-        """The names of the figures written (one per PNG/SVG pair)."""
+        """The names of the figures written (one per set of formats)."""
         return list(dict.fromkeys(p.stem for p in self.written))
 
 
-def plot_results(folder: Path, out: Path | None = None) -> PlotReport:
+def plot_results(folder: Path, out: Path | None = None, only: Sequence[str] | None = None,
+                 formats: Sequence[str] = FORMATS) -> PlotReport:
     """Draw every figure that applies to the runs under `folder` into `out` (default
-    ``folder/figures``, created), as PNG (150 dpi) and SVG, each written atomically.
+    ``folder/figures``, created), in `formats` (PNG at 150 dpi, SVG), each file written
+    atomically; with `only`, just the figures whose name matches one of its shell patterns
+    (`fnmatch`).
 
     Raises:
-        HarnessError: no valid complete run under `folder` (as `load_runs`), or matplotlib is
-            missing (the message says ``pip install -e '.[plots]'``).
+        HarnessError: no valid complete run under `folder` (as `load_runs`), an unknown format
+            or an empty pattern, or matplotlib is missing (the message says
+            ``pip install -e '.[plots]'``).
     """
+    if not formats or any(f not in FORMATS for f in formats):
+        raise HarnessError(f"figure formats are {', '.join(FORMATS)} (got "
+                           f"{', '.join(formats) or 'none'}); pass e.g. --formats png")
+    wanted = _matcher(only)
     folder = Path(folder)
     out = Path(out) if out is not None else folder / "figures"
     scenarios = gather(folder)
     figure()  # fails early, with the install hint, where matplotlib is missing
-    report = PlotReport(out)
+    report = PlotReport(out, formats=tuple(formats))
     skipped: dict[tuple[str, str], list[str]] = {}
     for scenario in scenarios:
-        _save_all(report, accuracy_vs_classes(scenario), skipped)
+        _save_all(report, accuracy_vs_classes(scenario), skipped, wanted)
         for variant in scenario.variants:
             for make in _PER_VARIANT:
-                _save_all(report, make(scenario, variant), skipped, variant)
+                _save_all(report, make(scenario, variant), skipped, wanted, variant)
         for (name, why), labels in skipped.items():
             every = len(labels) == len(scenario.variants) or labels == [""]
             report.skipped.append((name if every else f"{name} ({', '.join(labels)})", why))
@@ -104,22 +115,38 @@ def plot_results(folder: Path, out: Path | None = None) -> PlotReport:
     return report
 
 
+def _matcher(only: Sequence[str] | None) -> Callable[[str], bool]:
+    """Whether a figure name is asked for.
+
+    Raises:
+        HarnessError: an empty pattern.
+    """
+    patterns = [p.strip() for p in only] if only else []
+    if any(not p for p in patterns):
+        raise HarnessError("--only takes figure-name patterns, e.g. '*accuracy-vs-classes'; "
+                           "an empty one was given")
+    return lambda name: not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def _save_all(
     report: PlotReport,
     made: Iterable[tuple[str, Any]],
     skipped: dict[tuple[str, str], list[str]],
+    wanted: Callable[[str], bool],
     variant: Variant | None = None,
 ) -> None:
-    """Write each figure of `made`; a skipped one is noted in `skipped` under its name
-    without the variant, with the variants (labels) it was skipped for."""
+    """Write each figure of `made` that is `wanted`; a skipped one is noted in `skipped` under
+    its name without the variant, with the variants (labels) it was skipped for."""
     slug = variant.slug if variant is not None else ""
     for name, fig in made:
+        if not wanted(name):
+            continue
         if isinstance(fig, str):
             base = name.removesuffix(f"-{slug}") if slug else name
             skipped.setdefault((base, fig), []).append(variant.label if variant else "")
             continue
         report.out.mkdir(parents=True, exist_ok=True)
-        for fmt in FORMATS:
+        for fmt in report.formats:
             path = report.out / f"{name}.{fmt}"
             atomic_write_bytes(path, _render(fig, fmt))
             report.written.append(path)
