@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.networks.oml_anml import ANMLBackbone, OMLBackbone
+from baselines.networks.pool import MaxPool2d
 from harness.errors import HarnessError
 from harness.protocol import ScenarioSpec
 
@@ -66,7 +67,7 @@ class Conv4(nn.Module):
             layers += [nn.Conv2d(c if i == 0 else width, width, 3, padding=1),
                        StreamBatchNorm2d(width), nn.ReLU()]
             if min(h, w) >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
                 h, w = h // 2, w // 2
         self.net = nn.Sequential(*layers, nn.Flatten())
         self.out_dim = width * h * w
@@ -86,7 +87,7 @@ class ConvNetSmall(nn.Module):
         for i in range(2):
             layers += [nn.Conv2d(c if i == 0 else width, width, 3, padding=1), nn.ReLU()]
             if min(h, w) >= 2:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
                 h, w = h // 2, w // 2
         h, w = min(h, 4), min(w, 4)
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d((h, w)), nn.Flatten())

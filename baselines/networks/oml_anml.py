@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from baselines.networks.pool import MaxPool2d
 from harness.errors import HarnessError
 from harness.protocol import ScenarioSpec
 
@@ -57,7 +58,7 @@ def conv_trunk(in_channels: int, channels: int, image_size: int = 28) -> nn.Sequ
                    nn.InstanceNorm2d(channels, affine=True), nn.ReLU()]
         side = side - 2 + 2 * pad
         if i < 2 and side >= 2:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(MaxPool2d(2))
             side //= 2
     return nn.Sequential(*layers, nn.Flatten())
 
