@@ -1,0 +1,255 @@
+"""Where ANML's quick meta-training step spends its time (the report in docs/profile-meta-step.md
+quotes this script's output).
+
+    python benchmarks/profile_meta_step.py [--steps 200] [--threads 0]
+
+On `omniglot-stream` with the `anml` quick preset (32/64 channels, first order, 20 inner
+steps, 64 remembered images) it measures, in one process:
+  1. the step split into its phases, timed around the same calls the learner makes
+     (`ANMLLearner._meta_step` and the loop of baselines/headonly.py): sampling and indexing
+     the pool, the inner loop, the outer forward, the backward, Adam, and the loop's own
+     bookkeeping (divergence check, loss average);
+  2. the torch profiler's operators by self time over `--steps` steps (shapes grouped), and
+     the share of the step that is not inside any operator (Python and dispatch);
+  3. one partial-checkpoint write (what the loop does every `checkpoint_every_s` seconds);
+  4. candidates: the max-pool through PyTorch's NCHW kernel (`nn.MaxPool2d`) against
+     baselines/networks/pool.py; the whole step at 1 and 2 threads; the fast weights' SGD
+     update by `torch._foreach_*`; channels-last activations; `torch.compile` (whether it runs
+     here and how far its gradients are from eager ones).
+Results go to benchmarks/results/profile_meta_step.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from record import Printer, write
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+import harness.meta as meta_module
+from baselines.anml import ANMLConfig, ANMLLearner
+from baselines.headonly import reset_rows
+from baselines.networks.pool import MaxPool2d
+from harness import checkpoint
+from harness.config import BuildContext
+from harness.experiment import build_scenario
+from harness.meta import inner_loop
+
+PHASES = ("sample", "inner loop", "outer forward", "backward", "adam", "bookkeeping")
+
+
+def learner_and_pool() -> tuple[ANMLLearner, Any]:
+    scenario = build_scenario("omniglot-stream", 0, None, {})
+    learner = ANMLConfig(**ANMLConfig.PRESETS["quick"]).build(BuildContext(spec=scenario.spec))
+    return learner, scenario.meta_train
+
+
+def phased_step(lrn: ANMLLearner, pool: Any, gen: torch.Generator, opt: torch.optim.Optimizer,
+                clock: dict[str, float]) -> None:
+    """The learner's step (baselines/anml.py `_meta_step` and the training loop), with a
+    timer between its phases."""
+    cfg = lrn.cfg
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        clock[name] = clock.get(name, 0.0) + now - t
+        t = now
+
+    c = int(pool.sample_classes(1, gen)[0])
+    traj = pool.sample_from_class(c, cfg.inner_steps, gen)
+    rem = pool.sample_random(cfg.remember, gen)
+    x_traj, y_traj = pool.x[traj], pool.y[traj]
+    reset_rows(lrn.net.head.weight, [c], gen)
+    x_out, y_out = torch.cat([x_traj, pool.x[rem]]), torch.cat([y_traj, pool.y[rem]])
+    lap("sample")
+    fast, slow = lrn._fm.params()
+    adapted = inner_loop(lrn._fm, fast, slow, x_traj[:, None], y_traj[:, None],
+                         loss_fn=F.cross_entropy, lr=cfg.inner_lr, first_order=True)
+    lap("inner loop")
+    loss = F.cross_entropy(lrn._fm(adapted, slow, x_out), y_out)
+    lap("outer forward")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    lap("backward")
+    opt.step()
+    lap("adam")
+    if not torch.isfinite(loss):
+        raise RuntimeError("diverged")
+    loss.item()
+    lap("bookkeeping")
+
+
+def seconds_per_step(step: Callable[[], None], n: int) -> float:
+    step()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - t0) / n
+
+
+def swap_pools(net: nn.Module, to_fast: bool) -> None:
+    for module in net.modules():
+        if isinstance(module, nn.Sequential):
+            for i, m in enumerate(module):
+                if to_fast and isinstance(m, nn.MaxPool2d):
+                    module[i] = MaxPool2d(2)
+                elif not to_fast and isinstance(m, MaxPool2d):
+                    module[i] = nn.MaxPool2d(2)
+
+
+def compile_check(lrn: ANMLLearner, pool: Any) -> dict[str, Any]:
+    """Whether torch.compile runs the outer loss's forward and backward here (the bulk of the
+    step), how far its gradients are from eager ones, and its speed."""
+    net, x, y = lrn.net, pool.x[:84], pool.y[:84]
+
+    def grads(f: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        f(x).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    def eager_loss(t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(t), y)
+
+    eager = grads(eager_loss)
+    try:
+        compiled_loss = torch.compile(eager_loss)
+        t0 = time.perf_counter()
+        comp = grads(compiled_loss)
+        compile_s = time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001 (any failure is the finding)
+        return {"runs": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+    scale = max(float(g.abs().max()) for g in eager.values())
+    rel = {n: float((eager[n] - comp[n]).abs().max() / eager[n].abs().max().clamp_min(1e-30))
+           for n in eager}
+    # Parameters whose gradient is zero in exact arithmetic (a conv bias followed by instance
+    # norm, which removes any per-channel constant) hold rounding noise in both: not compared.
+    noise = sorted(n for n in eager if float(eager[n].abs().max()) <= 1e-6 * scale)
+    worst = max((r, n) for n, r in rel.items() if n not in noise)
+    return {"runs": True, "compile_s": compile_s, "worst_relative_difference": worst[0],
+            "worst_parameter": worst[1], "zero_gradient_parameters": noise,
+            "eager_ms": seconds_per_step(lambda: grads(eager_loss), 10) * 1000,
+            "compiled_ms": seconds_per_step(lambda: grads(compiled_loss), 10) * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200, help="steps profiled and timed")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    say = Printer()
+    lrn, pool = learner_and_pool()
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(lrn.net.parameters(), lr=lrn.cfg.meta_lr)
+    lrn.net.train()
+    n = args.steps
+    results: dict[str, Any] = {"steps": n, "threads": threads}
+
+    # 1. phases
+    clock: dict[str, float] = {}
+    phased_step(lrn, pool, gen, opt, {})
+    t0 = time.perf_counter()
+    for _ in range(n):
+        phased_step(lrn, pool, gen, opt, clock)
+    total = (time.perf_counter() - t0) / n
+    results["s_per_step"] = total
+    results["phases_ms"] = {k: 1000 * clock[k] / n for k in PHASES}
+    say(f"ANML quick meta-step, {threads} threads, {n} steps: {total * 1000:.1f} ms/step")
+    for k in PHASES:
+        say(f"  {k:14s} {1000 * clock[k] / n:7.2f} ms  {100 * clock[k] / n / total:5.1f}%")
+
+    # 2. operators
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            phased_step(lrn, pool, gen, opt, {})
+        wall = time.perf_counter() - t0
+    events = prof.key_averages(group_by_input_shape=True)
+    ops = sorted((e for e in events if e.key.startswith("aten::")),
+                 key=lambda e: -e.self_cpu_time_total)
+    in_ops = sum(e.self_cpu_time_total for e in events) / 1e6
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    results["profiler"] = {"wall_s": wall, "operator_self_s": in_ops, "aten_calls_per_step":
+                           calls / n, "top": [{"op": e.key, "shapes": str(e.input_shapes)[:90],
+                                               "self_ms_per_step": e.self_cpu_time_total / 1e3 / n,
+                                               "calls_per_step": e.count / n} for e in ops[:15]]}
+    say(f"profiler: {calls / n:.0f} aten calls per step; operators' self time "
+        f"{in_ops / wall * 100:.0f}% of the profiled wall time (the rest: Python, dispatch, "
+        f"profiler)")
+    say("top operators by self time (ms per step, calls per step, input shapes):")
+    for e in ops[:15]:
+        say(f"  {e.self_cpu_time_total / 1e3 / n:7.2f} {e.count / n:6.1f}  {e.key:34s} "
+            f"{str(e.input_shapes)[:70]}")
+
+    # 3. a checkpoint write
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ckpt.safetensors"
+        sd = {k: v for k, v in lrn.net.state_dict().items()}
+        t0 = time.perf_counter()
+        checkpoint.save(path, {**sd, "rng": gen.get_state()}, {"step": 1})
+        results["checkpoint_write_s"] = time.perf_counter() - t0
+    say(f"one partial checkpoint write: {results['checkpoint_write_s'] * 1000:.1f} ms "
+        f"(every {lrn.cfg.checkpoint_every_s:g} s by default)")
+
+    # 4. candidates
+    def step() -> None:
+        phased_step(lrn, pool, gen, opt, {})
+
+    m = max(20, n // 4)
+    cand: dict[str, float] = {}
+    swap_pools(lrn.net, to_fast=False)
+    cand["nn.MaxPool2d (NCHW kernel)"] = seconds_per_step(step, m)
+    swap_pools(lrn.net, to_fast=True)
+    cand["baselines/networks/pool.py"] = seconds_per_step(step, m)
+
+    applies = meta_module._autograd_applies
+    meta_module._autograd_applies = lambda fast, first_order: False
+    cand["inner gradients by torch.func.grad"] = seconds_per_step(step, m)
+    meta_module._autograd_applies = applies
+    cand["inner gradients by torch.autograd.grad"] = seconds_per_step(step, m)
+    for th in (1, 2):
+        torch.set_num_threads(th)
+        cand[f"{th} thread(s)"] = seconds_per_step(step, m)
+    torch.set_num_threads(threads)
+    x = torch.randn(84, 64, 26, 26)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    norm = nn.InstanceNorm2d(64, affine=True)
+    cand["instance norm, NCHW (ms)"] = seconds_per_step(lambda: norm(x), 20) * 1000
+    cand["instance norm, channels-last (ms)"] = seconds_per_step(lambda: norm(cl), 20) * 1000
+    params = [p.detach().clone() for p in lrn.net.parameters()]
+    grads = [torch.randn_like(p) for p in params]
+    cand["SGD update, dict comprehension (ms)"] = seconds_per_step(
+        lambda: [p - 0.1 * g for p, g in zip(params, grads, strict=True)], 200) * 1000
+    cand["SGD update, torch._foreach_add (ms)"] = seconds_per_step(
+        lambda: torch._foreach_add(params, grads, alpha=-0.1), 200) * 1000
+    results["candidates"] = cand
+    say("candidates (s/step unless marked):")
+    for k, v in cand.items():
+        say(f"  {k:40s} {v:.4f}")
+    comp = results["compile"] = compile_check(lrn, pool)
+    if comp["runs"]:
+        say(f"torch.compile of the outer loss (forward + backward, 84 images): compiled in "
+            f"{comp['compile_s']:.0f} s, {comp['compiled_ms']:.1f} ms against eager "
+            f"{comp['eager_ms']:.1f} ms; largest relative gradient difference from eager "
+            f"{comp['worst_relative_difference']:.1e} ({comp['worst_parameter']}), not counting "
+            f"the zero-gradient parameters {', '.join(comp['zero_gradient_parameters'])}")
+    else:
+        say(f"torch.compile does not run here: {comp['error']}")
+    write("profile_meta_step", ap, args, results, say.lines,
+          ("ms per ANML quick meta-step", total * 1000, "see docs/profile-meta-step.md"))
+
+
+if __name__ == "__main__":
+    main()
