@@ -114,6 +114,10 @@ class HeadOnlyConfig:
         """The config a run with this seed trains: meta_seed=-1 becomes the seed."""
         return dataclasses.replace(self, meta_seed=int(seed)) if self.meta_seed < 0 else self
 
+    def training_steps(self) -> int:
+        """Steps of the training `init` asks for: pre-training or meta-training."""
+        return self.pretrain_steps if self.init == "pretrain" else self.meta_steps
+
     def checkpoint_key(self) -> dict[str, Any]:
         """What a (meta-/pre-)trained checkpoint depends on: the network family and every
         training field. The eval-only fields (lr, the i.i.d. oracle) are left out, so e.g.

@@ -15,7 +15,8 @@ Learner capabilities (on the object `config.build(ctx)` returns):
   - `Resettable` (episodic scenarios), `TaskAware` (only when `spec.task_ids`), `Stateful`
     (checkpointing).
 Learner config capabilities (on the config dataclass):
-  - `HasPresets`, `SeededTraining`, `ResolvesForScenario`, `KeyedCheckpoint`.
+  - `HasPresets`, `SeededTraining`, `ResolvesForScenario`, `KeyedCheckpoint`,
+    `CountsTrainingSteps`.
 A user's learner class may declare `Config` (`ConfigurableLearner`): a dataclass of its
 hyper-parameters, which `--set` reaches and the learning-rate search tunes when it has `lr`.
 Scenario capabilities: `ScoredEpisodeSets`, `EvalOnlyParams`, `HasValidationSpec`,
@@ -142,6 +143,14 @@ class SeededTraining(Protocol):
 
 
 @runtime_checkable
+class CountsTrainingSteps(Protocol):
+    def training_steps(self) -> int:
+        """The steps this config's (meta-/pre-)training is asked to run (rows record them as
+        `meta_steps_asked`); without it the harness reads the config's `meta_steps`."""
+        ...
+
+
+@runtime_checkable
 class ResolvesForScenario(Protocol):
     def resolved(self, spec: ScenarioSpec) -> Any:
         """The config with its scenario-dependent fields (None = from the recipe) filled."""
@@ -195,6 +204,7 @@ class HasVariants(Protocol):
 LEARNER_CAPABILITIES = (MetaTrainable, HeadSweepable, Describable, Resettable, TaskAware,
                         Stateful)
 CONFIG_CAPABILITIES = (Buildable, HasPresets, SeededTraining, ResolvesForScenario,
+                       CountsTrainingSteps,
                        KeyedCheckpoint)
 SCENARIO_CAPABILITIES = (ScoredEpisodeSets, EvalOnlyParams, HasValidationSpec, GroupedTestSets)
 

@@ -22,6 +22,7 @@ import harness
 from harness import checkpoint, fileio
 from harness.building import build_learner, resolved_config
 from harness.capabilities import (
+    CountsTrainingSteps,
     EvalOnlyParams,
     KeyedCheckpoint,
     MetaTrainable,
@@ -184,7 +185,9 @@ def prepare(entry: Entry, cfg: Any, scenario: Scenario, run: RunConfig,
         # Which trained network the run uses: runs pair (stream learner and its oracle) only on
         # the same one.
         info["representation"] = f"{safe_id(name)}-{key}"
-        asked = to_dict(resolved_config(cfg, scenario.spec)).get("meta_steps")
+        resolved = resolved_config(cfg, scenario.spec)
+        asked = (resolved.training_steps() if isinstance(resolved, CountsTrainingSteps)
+                 else to_dict(resolved).get("meta_steps"))
         if isinstance(asked, int):
             info["meta_steps_asked"] = asked
         if scenario.meta_train is None:

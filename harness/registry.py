@@ -227,6 +227,9 @@ for _e in [
     Entry("anml-pretrain", "baselines.anml:ANMLConfig",
           "the ANML network pre-trained supervised on the meta-train split; head-only",
           defaults=(("init", "pretrain"),)),
+    Entry("anml-seeded", "baselines.anml:ANMLConfig",
+          "ANML meta-trained once per run seed (meta_seed=-1): its CI over seeds includes "
+          "meta-training variance", defaults=(("meta_seed", -1),)),
     Entry("anml-iid", "baselines.anml:ANMLConfig",
           "i.i.d. oracle on ANML's meta-learned features: output layer fit on shuffled data",
           defaults=(("iid", True),)),

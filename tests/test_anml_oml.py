@@ -368,14 +368,19 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
         "run", "--scenario", "synthetic-stream", "--learner", "anml", "--out", str(out),
         "--cache-dir", str(cache), "--quiet", "--set",
         "nm_channels=4,pred_channels=6,meta_steps=3,n_meta_outputs=30,inner_steps=4,remember=4,"
-        "pretrain_steps=3"])
+        "pretrain_steps=2"])
     assert res.exit_code == 0, res.output
     assert "drop below the i.i.d. oracle" in res.output
+    assert "(stopped)" not in res.output  # pre-training asked 2 steps, not meta_steps
     folder = out / "synthetic-stream"
     runs = load_runs(folder)
     assert set(runs["learner"]) == {"anml", *get_learner("anml").compare_with}
     per_run = runs.drop_duplicates("learner").set_index("learner")
     assert per_run.loc["anml", "stream_hash"] == per_run.loc["anml-iid", "stream_hash"]
+    steps = runs[runs["metric"].isin(["meta_steps_asked", "meta_steps_done"])].pivot_table(
+        index="learner", columns="metric", values="value")
+    assert steps.loc["anml"].tolist() == [3.0, 3.0]  # asked, done
+    assert steps.loc["anml-pretrain"].tolist() == [2.0, 2.0]
 
     # One meta-trained ANML checkpoint (and the pre-trained one), shared by anml and anml-iid.
     ckpts = sorted(p.name for p in (cache / "checkpoints").glob("*.safetensors"))
@@ -389,7 +394,7 @@ def test_run_anml_runs_its_oracle_and_reports_the_relative_drop(tmp_path: Path) 
         scenario="synthetic-stream", learner="anml-iid", out_dir=tmp_path / "alone",
         cache_dir=cache, lr_grid=(1e-1,), overrides={
             "nm_channels": "4", "pred_channels": "6", "meta_steps": "3", "n_meta_outputs": "30",
-            "inner_steps": "4", "remember": "4", "pretrain_steps": "3"}))
+            "inner_steps": "4", "remember": "4", "pretrain_steps": "2"}))
     info = json.loads(alone.csv_path.with_suffix(".json").read_text())["meta_train"]
     assert info["checkpoint_cached"] and info["checkpoint"] == infos["anml"]["checkpoint"]
 
