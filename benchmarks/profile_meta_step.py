@@ -22,6 +22,7 @@ Results go to benchmarks/results/profile_meta_step.{json,md}.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -95,6 +96,18 @@ def seconds_per_step(step: Callable[[], None], n: int) -> float:
     for _ in range(n):
         step()
     return (time.perf_counter() - t0) / n
+
+
+def interleaved(step: Callable[[], None], set_a: Callable[[], None],
+                set_b: Callable[[], None], blocks: int, n: int) -> tuple[float, float]:
+    """Median s/step of `step` after `set_a` and after `set_b`, timed in alternating blocks
+    of `n` steps (so a change in the machine's load hits both alike); ends set to b."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(blocks):
+        for k, setup in enumerate((set_a, set_b)):
+            setup()
+            times[k].append(seconds_per_step(step, n))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def swap_pools(net: nn.Module, to_fast: bool) -> None:
@@ -171,9 +184,10 @@ def main() -> None:
         say(f"  {k:14s} {1000 * clock[k] / n:7.2f} ms  {100 * clock[k] / n / total:5.1f}%")
 
     # 2. operators
+    n_prof = min(n, 30)  # the profiler's event list grows by ~19,000 operators a step
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         t0 = time.perf_counter()
-        for _ in range(n):
+        for _ in range(n_prof):
             phased_step(lrn, pool, gen, opt, {})
         wall = time.perf_counter() - t0
     events = prof.key_averages(group_by_input_shape=True)
@@ -181,17 +195,18 @@ def main() -> None:
                  key=lambda e: -e.self_cpu_time_total)
     in_ops = sum(e.self_cpu_time_total for e in events) / 1e6
     calls = sum(e.count for e in events if e.key.startswith("aten::"))
-    results["profiler"] = {"wall_s": wall, "operator_self_s": in_ops, "aten_calls_per_step":
-                           calls / n, "top": [{"op": e.key, "shapes": str(e.input_shapes)[:90],
-                                               "self_ms_per_step": e.self_cpu_time_total / 1e3 / n,
-                                               "calls_per_step": e.count / n} for e in ops[:15]]}
-    say(f"profiler: {calls / n:.0f} aten calls per step; operators' self time "
+    top = [{"op": e.key, "shapes": str(e.input_shapes)[:90],
+            "self_ms_per_step": e.self_cpu_time_total / 1e3 / n_prof,
+            "calls_per_step": e.count / n_prof} for e in ops[:15]]
+    results["profiler"] = {"steps": n_prof, "wall_s": wall, "operator_self_s": in_ops,
+                           "aten_calls_per_step": calls / n_prof, "top": top}
+    say(f"profiler: {calls / n_prof:.0f} aten calls per step; operators' self time "
         f"{in_ops / wall * 100:.0f}% of the profiled wall time (the rest: Python, dispatch, "
         f"profiler)")
     say("top operators by self time (ms per step, calls per step, input shapes):")
     for e in ops[:15]:
-        say(f"  {e.self_cpu_time_total / 1e3 / n:7.2f} {e.count / n:6.1f}  {e.key:34s} "
-            f"{str(e.input_shapes)[:70]}")
+        say(f"  {e.self_cpu_time_total / 1e3 / n_prof:7.2f} {e.count / n_prof:6.1f}  "
+            f"{e.key:34s} {str(e.input_shapes)[:70]}")
 
     # 3. a checkpoint write
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,21 +222,34 @@ def main() -> None:
     def step() -> None:
         phased_step(lrn, pool, gen, opt, {})
 
-    m = max(20, n // 4)
-    cand: dict[str, float] = {}
-    swap_pools(lrn.net, to_fast=False)
-    cand["nn.MaxPool2d (NCHW kernel)"] = seconds_per_step(step, m)
-    swap_pools(lrn.net, to_fast=True)
-    cand["baselines/networks/pool.py"] = seconds_per_step(step, m)
+    def use_nchw_pool() -> None:
+        swap_pools(lrn.net, to_fast=False)
+
+    def use_fast_pool() -> None:
+        swap_pools(lrn.net, to_fast=True)
+
+    def use_func_grad() -> None:
+        meta_module._autograd_applies = lambda fast, first_order: False
+
+    def use_autograd() -> None:
+        meta_module._autograd_applies = applies
+
+    def threads_1() -> None:
+        torch.set_num_threads(1)
+
+    def threads_2() -> None:
+        torch.set_num_threads(2)
 
     applies = meta_module._autograd_applies
-    meta_module._autograd_applies = lambda fast, first_order: False
-    cand["inner gradients by torch.func.grad"] = seconds_per_step(step, m)
-    meta_module._autograd_applies = applies
-    cand["inner gradients by torch.autograd.grad"] = seconds_per_step(step, m)
-    for th in (1, 2):
-        torch.set_num_threads(th)
-        cand[f"{th} thread(s)"] = seconds_per_step(step, m)
+    cand: dict[str, float] = {}
+    for (name_a, set_a), (name_b, set_b) in (
+            (("nn.MaxPool2d (NCHW kernel)", use_nchw_pool),
+             ("baselines/networks/pool.py", use_fast_pool)),
+            (("inner gradients by torch.func.grad", use_func_grad),
+             ("inner gradients by torch.autograd.grad", use_autograd)),
+            (("1 thread", threads_1), ("2 threads", threads_2))):
+        a, b = interleaved(step, set_a, set_b, blocks=5, n=max(4, n // 20))
+        cand[name_a], cand[name_b] = a, b
     torch.set_num_threads(threads)
     x = torch.randn(84, 64, 26, 26)
     cl = x.contiguous(memory_format=torch.channels_last)
