@@ -12,17 +12,22 @@ steps, 64 remembered images) it measures, in one process:
   2. the torch profiler's operators by self time over `--steps` steps (shapes grouped), and
      the share of the step that is not inside any operator (Python and dispatch);
   3. one partial-checkpoint write (what the loop does every `checkpoint_every_s` seconds);
-  4. candidates: the max-pool through PyTorch's NCHW kernel (`nn.MaxPool2d`) against
-     baselines/networks/pool.py; the whole step at 1 and 2 threads; the fast weights' SGD
-     update by `torch._foreach_*`; channels-last activations; `torch.compile` (whether it runs
-     here and how far its gradients are from eager ones).
+  4. candidates: glibc's default handling of freed memory against harness/memory.py (each
+     timed in fresh processes, alternately); the max-pool through PyTorch's NCHW kernel
+     (`nn.MaxPool2d`) against baselines/networks/pool.py; inner gradients by torch.func.grad
+     against torch.autograd.grad; the whole step at 1 and 2 threads; the fast weights' SGD
+     update by `torch._foreach_*`; channels-last instance norm; `torch.compile` (whether it
+     runs here and how far its gradients are from eager ones).
 Results go to benchmarks/results/profile_meta_step.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +47,7 @@ from baselines.networks.pool import MaxPool2d
 from harness import checkpoint
 from harness.config import BuildContext
 from harness.experiment import build_scenario
+from harness.memory import keep_freed_memory
 from harness.meta import inner_loop
 
 PHASES = ("sample", "inner loop", "outer forward", "backward", "adam", "bookkeeping")
@@ -154,13 +160,35 @@ def compile_check(lrn: ANMLLearner, pool: Any) -> dict[str, Any]:
             "compiled_ms": seconds_per_step(lambda: grads(compiled_loss), 10) * 1000}
 
 
+def time_in_process(steps: int, keep_memory: bool) -> float:
+    """s/step of the phased step in a fresh process, with or without harness/memory.py."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-steps", str(steps), "--threads",
+         str(torch.get_num_threads())],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "HARNESS_KEEP_MEMORY": "1" if keep_memory else "0"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def child(steps: int) -> None:
+    keep_freed_memory()
+    lrn, pool = learner_and_pool()
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(lrn.net.parameters(), lr=lrn.cfg.meta_lr)
+    print(seconds_per_step(lambda: phased_step(lrn, pool, gen, opt, {}), steps))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200, help="steps profiled and timed")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--child-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child_steps:
+        return child(args.child_steps)
+    kept = keep_freed_memory()
     threads = torch.get_num_threads()
     say = Printer()
     lrn, pool = learner_and_pool()
@@ -168,7 +196,7 @@ def main() -> None:
     opt = torch.optim.Adam(lrn.net.parameters(), lr=lrn.cfg.meta_lr)
     lrn.net.train()
     n = args.steps
-    results: dict[str, Any] = {"steps": n, "threads": threads}
+    results: dict[str, Any] = {"steps": n, "threads": threads, "keep_freed_memory": kept}
 
     # 1. phases
     clock: dict[str, float] = {}
@@ -179,7 +207,8 @@ def main() -> None:
     total = (time.perf_counter() - t0) / n
     results["s_per_step"] = total
     results["phases_ms"] = {k: 1000 * clock[k] / n for k in PHASES}
-    say(f"ANML quick meta-step, {threads} threads, {n} steps: {total * 1000:.1f} ms/step")
+    say(f"ANML quick meta-step, {threads} threads, {n} steps: {total * 1000:.1f} ms/step "
+        f"(freed memory kept by harness/memory.py: {kept})")
     for k in PHASES:
         say(f"  {k:14s} {1000 * clock[k] / n:7.2f} ms  {100 * clock[k] / n / total:5.1f}%")
 
@@ -242,6 +271,12 @@ def main() -> None:
 
     applies = meta_module._autograd_applies
     cand: dict[str, float] = {}
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(3):
+        for keep in (False, True):
+            runs[keep].append(time_in_process(max(10, n // 5), keep))
+    cand["glibc default (memory unmapped when freed)"] = statistics.median(runs[False])
+    cand["freed memory kept (harness/memory.py)"] = statistics.median(runs[True])
     for (name_a, set_a), (name_b, set_b) in (
             (("nn.MaxPool2d (NCHW kernel)", use_nchw_pool),
              ("baselines/networks/pool.py", use_fast_pool)),

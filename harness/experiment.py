@@ -26,6 +26,7 @@ from harness.errors import DataError, DivergedError, HarnessError, LearnerError,
 from harness.identity import meta_seed, recipe_drift, run_config_hash, run_id
 from harness.limits import Deadline, peak_rss_mb
 from harness.measure import Measurement, measure
+from harness.memory import keep_freed_memory
 from harness.portable import portable, portable_text, portable_trace
 from harness.prepare import PreparedMemo
 from harness.protocol import Scenario
@@ -104,6 +105,7 @@ def execute(run: RunConfig, progress: Progress | None = None, scenario: Scenario
     JSON; KeyboardInterrupt propagates (finished runs are kept).
     """
     started, t_start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    keep_freed_memory()
     p = plan(run, scenario)
     scenario = p.scenario
     base = {"scenario": scenario.id, "scenario_version": scenario.version,
