@@ -127,6 +127,8 @@ class Pretraining:
         was = self.features.training
         self.features.train(True)
         try:
+            if progress is not None:  # the phase starts now, not after its first epoch
+                progress("pretrain", 0, self.cfg.pretrain_epochs, {})
             with torch.enable_grad():
                 for epoch in range(self.cfg.pretrain_epochs):
                     losses.append(self._epoch(epoch))

@@ -50,6 +50,8 @@ def _loop_scores(prep: Prepared, cfg: Any, val_spec: ScenarioSpec, scenario: Sce
                  run: RunConfig, progress: Progress | None) -> dict[float, float]:
     """Validation scores of the grid, one learner per rate through the runner's loop."""
     scores = {}
+    if progress is not None:  # the phase starts now, not when its first rate is done
+        progress("lr selection", 0, len(run.lr_grid), {})
     for k, lr in enumerate(run.lr_grid):
         learner = build_learner(dataclasses.replace(cfg, lr=lr), val_spec, run, None, prep.state)
         try:
