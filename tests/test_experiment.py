@@ -208,3 +208,21 @@ def test_the_prepared_memo_is_bounded_and_keeps_the_most_recent() -> None:
     assert memo.get("a") is a  # a is now the most recent
     memo.put("c", c)  # evicts b, the least recently used
     assert memo.get("b") is None and memo.get("a") is a and memo.get("c") is c
+
+
+def test_lr_selection_and_pretraining_report_their_start_before_any_work(tmp_path: Path) -> None:
+    """A phase's first report is (phase, 0, total), so 'done in' of the log counts its first
+    rate or epoch too (it did not: selection and pre-training reported only finished units)."""
+    calls: list[tuple[str, int, int]] = []
+
+    def progress(phase: str, done: int, total: int, info: dict[str, float]) -> None:
+        calls.append((phase.split(": ")[-1], done, total))  # phases are named '<run>: <phase>'
+
+    execute(_cfg(tmp_path, "finetune", lr_grid=(1e-3, 1e-1)), progress=progress)
+    selection = [c for c in calls if c[0] == "lr selection"]
+    assert selection[0] == ("lr selection", 0, 2) and selection[-1] == ("lr selection", 2, 2)
+    calls.clear()
+    execute(_cfg(tmp_path, "ncm", overrides={**SMALL, "pretrain_epochs": "2"}),
+            progress=progress)
+    assert [c for c in calls if c[0] == "pretrain"] == [
+        ("pretrain", 0, 2), ("pretrain", 1, 2), ("pretrain", 2, 2)]
