@@ -6,9 +6,9 @@ ANML's 84 x 64 x 26 x 26 feature map) from a fresh mmap and unmaps it when torch
 it trims the top of the heap once 128 KB or more lie free there. A training step then pays,
 for every large tensor, page faults that zero the memory again before any arithmetic. Raising
 the mmap threshold to its maximum (32 MB) and the trim threshold to 1 GB makes freed blocks
-reusable by the next step. Measured on ANML's quick meta-step (one thread, AMD EPYC): 257 ms
--> 189 ms per step, 180 MB more resident memory (benchmarks/profile_meta_step.py reports the
-setting it ran with). Allocation does not touch the arithmetic: the rows are bit-identical.
+reusable by the next step. Measured on ANML's quick meta-step: 195.3 -> 182.5 ms
+(docs/profile-meta-step.md), at the price of keeping the largest step's blocks mapped.
+Allocation does not touch the arithmetic: the rows are bit-identical.
 
 `keep_freed_memory()` applies the setting once per process; `harness.experiment.execute` calls
 it, so every command, sweep worker and API call runs with it. HARNESS_KEEP_MEMORY=0 turns it

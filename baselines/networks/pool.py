@@ -1,13 +1,12 @@
 """A 2-D max-pool with PyTorch's values, indices and gradients, computed faster on the CPU.
 
-PyTorch's CPU max-pool kernel for NCHW tensors is several times slower than its channels-last
-kernel (measured in torch 2.14, one thread: 20.4 ms against 4.8 ms including the layout copy,
-for the 84 x 64 x 26 x 26 activation of ANML's meta-training batch). Both kernels scan each
-window in the same order and keep the first maximum, so they return the same values and the
-same indices. `MaxPool2d` pools a channels-last copy, returns NCHW tensors and computes the
-gradient with PyTorch's own NCHW backward from those indices: forward values and gradients
-are bit-identical to `nn.MaxPool2d` (tests/test_networks_pool.py), second-order gradients
-included. It has no parameters, so checkpoints are unchanged.
+PyTorch's CPU max-pool kernel for NCHW tensors is much slower than its channels-last kernel
+(ANML's quick meta-step: 170.9 -> 162.0 ms with this module, docs/profile-meta-step.md).
+Both kernels scan each window in the same order and keep the first maximum, so they return the
+same values and the same indices. `MaxPool2d` pools a channels-last copy, returns NCHW
+tensors and computes the gradient with PyTorch's own NCHW backward from those indices:
+forward values and gradients are bit-identical to `nn.MaxPool2d` (tests/test_networks_pool.py),
+second-order gradients included. It has no parameters, so checkpoints are unchanged.
 """
 
 from __future__ import annotations
