@@ -46,9 +46,9 @@ def main() -> None:
             sys.exit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
         learners: dict[str, Any] = {}
         for path in sorted((out / "omniglot-stream").glob("*.csv")):
+            if not path.with_suffix(".json").exists():
+                continue  # the leaderboard and the oracle table, not run files
             rows = list(csv.DictReader(path.open()))
-            if not rows or "metric" not in rows[0]:
-                continue  # the leaderboard
             values = {r["metric"]: float(r["value"]) for r in rows}
             learners[rows[0]["learner"]] = {
                 "wall_s": values.get("wall_s"), "meta_train_s": values.get("meta_train_s"),
