@@ -288,7 +288,7 @@ def test_pretrain_reduces_pool_loss_and_respects_budget() -> None:
     losses = pretrain(features, pool, cfg, "cpu", lambda *a: calls.append(a))
     assert losses[-1] < 0.5 * losses[0], losses
     assert [c[:3] for c in calls] == [("pretrain", e, 6) for e in range(7)]  # 0: the start
-    assert all("loss" in c[3] for c in calls)
+    assert all("loss" in c[3] for c in calls[1:])
     assert len(pretrain(features, pool, cfg, "cpu", budget=Budget(steps=3))) == 1
 
 
