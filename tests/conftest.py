@@ -4,10 +4,22 @@ parallel test workers never oversubscribe them."""
 
 import os
 
+import pytest
 import torch
 
 os.environ["HARNESS_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, whatever an earlier test in the process set (a CLI run
+    in-process may set all cores); restored afterwards. Modules of small nets use it: extra
+    intra-op threads only add contention there."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def need(module: str):

@@ -26,19 +26,11 @@ from harness.runner import run_stream
 from scenarios.synthetic import SyntheticStreamConfig
 
 need("avalanche")
-pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:No loggers specified:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 from baselines.avalanche_adapter import STRATEGIES, AvalancheConfig, make_strategy  # noqa: E402
 from harness.avalanche_export import accuracy_matrix, online_stream, to_avalanche  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: one thread is faster and keeps float results reproducible.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,8 @@ from harness.runner import run_stream
 
 TOL = 1e-8
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: intra-op threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _reference(learner: SLDALearner) -> tuple[torch.Tensor, torch.Tensor]:
