@@ -171,24 +171,10 @@ class _Recording(SLDALearner):
 
 
 class _DirectSLDA(_Recording):
-    """The learner as it was: one Cholesky factorisation of A at every classifier request."""
+    """The learner as it was: the direct solve at every classifier request (no factors)."""
 
-    def classifier(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._classifier is None:
-            eps = self.cfg.shrinkage
-            eye = torch.eye(len(self.cov), dtype=self.cov.dtype, device=self.cov.device)
-            chol = torch.linalg.cholesky((1 - eps) * self.cov + eps * eye)
-            w = torch.cholesky_solve(self.means.T, chol)
-            self._classifier = (w, -0.5 * (self.means.T * w).sum(0))
-        return self._classifier
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.classifier()
-        logits = self._features(x).to(torch.float64) @ w + b
-        out = logits.masked_fill(self.counts == 0, UNSEEN_LOGIT).float()
-        self.outputs.append(out)
-        return out
+    def _current_factors(self) -> None:
+        return None
 
 
 def test_synthetic_stream_run_matches_the_direct_solve() -> None:
