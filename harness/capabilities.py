@@ -20,7 +20,7 @@ Learner config capabilities (on the config dataclass):
 A user's learner class may declare `Config` (`ConfigurableLearner`): a dataclass of its
 hyper-parameters, which `--set` reaches and the learning-rate search tunes when it has `lr`.
 Scenario capabilities: `ScoredEpisodeSets`, `EvalOnlyParams`, `HasValidationSpec`,
-`GroupedTestSets`; scenario config: `HasVariants`.
+`GroupedTestSets`, `RegimeChanges`; scenario config: `HasVariants`.
 """
 
 from __future__ import annotations
@@ -196,6 +196,14 @@ class GroupedTestSets(Protocol):
 
 
 @runtime_checkable
+class RegimeChanges(Protocol):
+    change_points: tuple[int, ...]
+    """Indices, in the scored stream's sample order, where a new regime starts (the learner is
+    never told); the harness reports the error after each change and the recovery time
+    (`harness.metrics.recovery_steps`) and the figures mark them."""
+
+
+@runtime_checkable
 class HasVariants(Protocol):
     VARIANTS: ClassVar[dict[str, dict[str, Any]]]
     """Named parameter sets that `harness compare` runs one after another (e.g. orderings)."""
@@ -206,7 +214,8 @@ LEARNER_CAPABILITIES = (MetaTrainable, HeadSweepable, Describable, Resettable, T
 CONFIG_CAPABILITIES = (Buildable, HasPresets, SeededTraining, ResolvesForScenario,
                        CountsTrainingSteps,
                        KeyedCheckpoint)
-SCENARIO_CAPABILITIES = (ScoredEpisodeSets, EvalOnlyParams, HasValidationSpec, GroupedTestSets)
+SCENARIO_CAPABILITIES = (ScoredEpisodeSets, EvalOnlyParams, HasValidationSpec, GroupedTestSets,
+                         RegimeChanges)
 
 
 def _members(*protocols: type) -> frozenset[str]:

@@ -16,9 +16,15 @@ import torch
 
 from harness import metrics
 from harness.building import build_learner
-from harness.capabilities import Describable, GroupedTestSets, ScoredEpisodeSets
+from harness.capabilities import (
+    Describable,
+    GroupedTestSets,
+    RegimeChanges,
+    ScoredEpisodeSets,
+)
 from harness.config import Progress, field_names
 from harness.errors import DivergedError
+from harness.forecasting import forecast_values, is_forecasting
 from harness.prepare import Prepared, PreparedMemo, prepare
 from harness.protocol import Scenario
 from harness.registry import Entry
@@ -118,6 +124,13 @@ def _streamed(m: Measurement, learner: Any, scenario: Scenario, run: RunConfig,
                     curve_scores=rec.curve_scores, per_class_test=rec.per_class_test)
     if isinstance(scenario, GroupedTestSets) and rec.task == "classification":
         m.values.update(metrics.group_metrics(rec.final_test_scores, scenario.test_groups))
+    if rec.task == "regression" and is_forecasting(scenario):
+        m.values.update(forecast_values(rec, scenario))
+        m.arrays.update(prequential_abs=rec.prequential_abs)
+        if len(rec.prequential_dims):
+            m.arrays["prequential_dims"] = rec.prequential_dims
+        if isinstance(scenario, RegimeChanges):
+            m.arrays["change_points"] = np.asarray(scenario.change_points, dtype=np.int64)
     return rec.wall_s, rec.samples
 
 

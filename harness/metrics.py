@@ -185,6 +185,87 @@ def online_mse(sq_errors) -> float:
     return float(e.mean())
 
 
+def online_mae(abs_errors) -> float:
+    """Prequential mean absolute error: (1/N) sum_t abs_errors[t] (per-sample absolute errors,
+    averaged over output dims)."""
+    e = _vector(abs_errors, "abs_errors")
+    if e.min() < 0:
+        raise ValueError("abs_errors must be >= 0: pass absolute errors, not signed residuals")
+    return float(e.mean())
+
+
+def skill(error, reference_error) -> float:
+    """Skill score against a reference forecast on the same samples (e.g. persistence).
+
+    Formula: 1 - error / reference_error, for errors such as MSEs (>= 0). 1 is a perfect
+    forecast, 0 is no better than the reference, negative is worse than it.
+
+    Returns:
+        The skill; NaN when the reference error is 0 (nothing to improve on).
+    """
+    e, r = float(error), float(reference_error)
+    if not (math.isfinite(e) and math.isfinite(r)) or e < 0 or r < 0:
+        raise ValueError(f"errors must be finite and >= 0; got {e:g} and {r:g}")
+    return math.nan if r == 0.0 else 1.0 - e / r
+
+
+def mase(mae, naive_mae) -> float:
+    """Mean absolute scaled error (Hyndman & Koehler 2006) of an online forecast.
+
+    Formula: mae / naive_mae, where `naive_mae` is the mean absolute error of the
+    seasonal-naive forecast (the value one season back) on the same samples of the scored
+    stream: below 1 beats seasonal-naive. The scale is computed on the scored stream itself,
+    as its errors are, not on a separate training span.
+
+    Returns:
+        The ratio; NaN when `naive_mae` is 0.
+    """
+    a, n = float(mae), float(naive_mae)
+    if not (math.isfinite(a) and math.isfinite(n)) or a < 0 or n < 0:
+        raise ValueError(f"errors must be finite and >= 0; got {a:g} and {n:g}")
+    return math.nan if n == 0.0 else a / n
+
+
+def recovery(errors, change_points, window: int) -> list[dict[str, float]]:
+    """Error around each regime change of a stream, and how long the error takes to come back.
+
+    For each change point c (a sample index where a new regime starts, 0 < c < N), with `end`
+    the next change point (or N) and `start` the previous one (or 0):
+      - `before` = mean(errors[max(start, c - window) : c]), the level just before the change;
+      - `after` = mean(errors[c : min(c + window, end)]), the error right after it;
+      - `steps` = the smallest s >= 0 with mean(errors[c + s : c + s + w]) <= `before`,
+        w = min(window, end - c), s <= end - c - w; when there is none, `end - c` (the regime
+        ended before the error came back) and `recovered` = 0, else 1.
+
+    Args:
+        errors: per-sample prequential errors (e.g. squared errors), in stream order.
+        change_points: increasing sample indices.
+        window: samples averaged on each side (>= 1).
+
+    Returns:
+        One dict per change point with keys before, after, steps, recovered.
+    """
+    e = _vector(errors, "errors")
+    n = e.size
+    cps = [int(c) for c in change_points]
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if any(not 0 < c < n for c in cps) or any(np.diff(cps) <= 0):
+        raise ValueError(f"change points must increase strictly within (0, {n}); got {cps}")
+    out = []
+    for k, c in enumerate(cps):
+        start = cps[k - 1] if k else 0
+        end = cps[k + 1] if k + 1 < len(cps) else n
+        before = float(e[max(start, c - window) : c].mean())
+        w = min(window, end - c)
+        means = np.convolve(e[c:end], np.ones(w) / w, mode="valid")
+        hits = np.flatnonzero(means <= before)
+        out.append({"before": before, "after": float(e[c : c + w].mean()),
+                    "steps": float(hits[0]) if hits.size else float(end - c),
+                    "recovered": float(hits.size > 0)})
+    return out
+
+
 def mean_ci95(values) -> tuple[float, float, int]:
     """Mean and half-width of the Student-t 95% confidence interval (e.g. over seeds).
 

@@ -30,6 +30,15 @@ class ScenarioSpec:
     """Whether the scenario grants task ids to the learner (never, unless declared here)."""
     episodic: bool = False
     """Episodic (few-shot) scenario: each experience is one episode, learner reset in between."""
+    persistence: tuple[int, ...] = ()
+    """Regression forecasting: for each output dim, the index into the flattened input whose
+    value is the persistence forecast ("no change": the current frame, the last value of a
+    window); () when the input holds none (then persistence is the last observed target)."""
+    seasonal: tuple[int, ...] = ()
+    """Like `persistence`, for the seasonal-naive forecast (the value one season back); ()
+    when the scenario declares no season."""
+    output_names: tuple[str, ...] = ()
+    """Names of the output dims when each is reported on its own (e.g. ('dx', 'dy', 'zoom'))."""
 
 
 @dataclass(frozen=True, eq=False)

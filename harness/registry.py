@@ -63,7 +63,7 @@ class Entry:
 
 
 EXTRAS = {"av": "video", "avalanche": "avalanche", "ray": "ray", "submitit": "slurm",
-          "matplotlib": "plots"}
+          "matplotlib": "plots", "river": "river", "statsmodels": "timeseries"}
 """The pyproject extra that installs each optional top-level package."""
 
 
@@ -130,7 +130,7 @@ BOTH = ("classification", "regression")
 def get_learner(name: str) -> Entry:
     """The entry for `name`; `module:Class` names a user's own learner class (see
     harness.user_learners) or learner config, imported and checked here, before any use."""
-    if ":" in name and name not in LEARNERS and not name.startswith("avalanche:"):
+    if ":" in name and name not in LEARNERS and not name.startswith(("avalanche:", "river:")):
         from harness.capabilities import ConfigurableLearner  # noqa: PLC0415
         from harness.user_learners import config_for  # noqa: PLC0415
 
@@ -143,6 +143,10 @@ def get_learner(name: str) -> Entry:
                          tasks=BOTH, cls=config_for(cls, name))
         return Entry(id=name, config="harness.user_learners:UserLearnerConfig",
                      summary="user learner", tasks=BOTH, defaults=(("target", name),))
+    if name.startswith("river:"):
+        return Entry(id=name, config="baselines.river_adapter:RiverConfig",
+                     summary="river online regressor through the adapter", tasks=("regression",),
+                     defaults=(("model", name.removeprefix("river:")),))
     if name.startswith("avalanche:"):
         return Entry(id=name, config="baselines.avalanche_adapter:AvalancheConfig",
                      summary="Avalanche strategy through the adapter",
@@ -195,6 +199,15 @@ for _e in [
     Entry("video-frames", "scenarios.video:VideoFramesConfig",
           "frames of real videos, one label per video; orderings iid/instance/class-instance "
           "(Stream-51); held-out segments with a temporal gap"),
+    Entry("video-nextframe", "scenarios.video_regression:VideoNextFrameConfig",
+          "online prediction of the frame k steps ahead of real videos (grayscale, downsampled); "
+          "prequential MSE and skill against persistence"),
+    Entry("video-egomotion", "scenarios.video_regression:VideoEgomotionConfig",
+          "camera-motion regression: a virtual camera (crop with translation and zoom) over real "
+          "frames, velocity regime changes; per-component MSE and recovery time"),
+    Entry("timeseries-stream", "scenarios.timeseries:TimeSeriesStreamConfig",
+          "one-step-ahead forecasting of real series (statsmodels, river datasets); prequential "
+          "MAE/MSE, MASE against seasonal-naive; meta-training on the other series"),
     Entry("sinusoid-fewshot", "scenarios.fewshot:SinusoidFewShotConfig",
           "MAML sinusoid regression: K-shot (5, 10) episodes, MSE after 1/5/10 inner steps"),
     Entry("omniglot-fewshot", "scenarios.fewshot:OmniglotFewShotConfig",
@@ -291,6 +304,21 @@ for _e in [
     Entry("reptile", "baselines.reptile:ReptileConfig",
           "Reptile (Nichol et al. 2018): interpolate toward task-adapted weights",
           ("classification", "regression")),
+    Entry("persistence", "baselines.naive:PersistenceConfig",
+          "no-change forecast: the current frame / last value (or the last observed target)",
+          ("regression",)),
+    Entry("seasonal-naive", "baselines.naive:SeasonalNaiveConfig",
+          "the value one season back (the scenario declares the season)", ("regression",)),
+    Entry("multistage", "baselines.multistage:MultistageConfig",
+          "meta-learned multistage network (S=3): slow frozen stage, medium stage pulled to its "
+          "slow copy, fast stage with decay; per-stage rates meta-learned",
+          ("classification", "regression")),
+    Entry("multistage-s2", "baselines.multistage:MultistageConfig",
+          "multistage with S=2: slow frozen stage + fast stage (OML's two stages)",
+          ("classification", "regression"), defaults=(("stages", 2),)),
+    Entry("multistage-s1", "baselines.multistage:MultistageConfig",
+          "multistage with S=1: the fast stage alone, on the raw input",
+          ("classification", "regression"), defaults=(("stages", 1),)),
     Entry("protonet", "baselines.protonet:ProtoNetConfig",
           "Prototypical Networks (Snell et al. 2017): nearest class-mean embedding"),
 ]:

@@ -47,6 +47,10 @@ class StreamRecord:
     """Samples seen at each `eval_every` point."""
     curve_scores: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     """[P, T]: per-experience test score at each `eval_every` point."""
+    prequential_abs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Regression: per training sample, the absolute error averaged over output dims."""
+    prequential_dims: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Regression with named outputs (`spec.output_names`): [N, D] squared error per dim."""
     per_class_test: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Classification: final test accuracy per class label (NaN for absent labels)."""
     final_test_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -110,8 +114,12 @@ def _mean(t: Tensor) -> float:
 class _Log:
     """What the stream loop accumulates: prequential scores and the `eval_every` curve."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, spec: ScenarioSpec) -> None:
         self.preq = torch.zeros(total)
+        regression = spec.task == "regression"
+        self.preq_abs = torch.zeros(total if regression else 0)
+        self.preq_dims = torch.zeros((total, spec.n_outputs) if regression and spec.output_names
+                                     else (0, 0))
         self.preq_exp = np.zeros(total, dtype=np.int64)
         self.curve_s: list[int] = []
         self.curve: list[np.ndarray] = []
@@ -137,6 +145,11 @@ def _train_on(learner: Learner, exp: Experience, i: int, spec: ScenarioSpec, dev
             # A clone, so a learner cannot keep or alter the runner's copy of the stream.
             out = _check_output(learner.predict(x.clone()), b, spec, "predict")
         log.preq[seen : seen + b] = _score(out, y, spec.task).cpu()
+        if len(log.preq_abs):
+            diff = (out - y.reshape(out.shape)).cpu()
+            log.preq_abs[seen : seen + b] = diff.abs().mean(dim=1)
+            if len(log.preq_dims):
+                log.preq_dims[seen : seen + b] = diff**2
         log.preq_exp[seen : seen + b] = i
         learner.observe(x.clone(), y.clone())
         log.seen = seen + b
@@ -170,7 +183,7 @@ def run_stream(
     t0 = time.perf_counter()
     R = np.full((T, T), np.nan)
     R0 = eval_tests()
-    log = _Log(sum(e.n_train for e in experiences))
+    log = _Log(sum(e.n_train for e in experiences), spec)
     _set_mode(learner, True)
     for i, exp in enumerate(experiences):
         if spec.task_ids:
@@ -187,6 +200,7 @@ def run_stream(
         test_sizes=np.array([e.n_test for e in experiences]),
         train_sizes=np.array([e.n_train for e in experiences]),
         prequential=log.preq.numpy(), prequential_exp=log.preq_exp,
+        prequential_abs=log.preq_abs.numpy(), prequential_dims=log.preq_dims.numpy(),
         curve_samples=np.array(log.curve_s, dtype=np.int64),
         curve_scores=np.array(log.curve) if log.curve else np.zeros((0, T)),
         per_class_test=per_class, final_test_scores=torch.cat(last).numpy(),

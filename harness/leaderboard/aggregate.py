@@ -32,6 +32,7 @@ PRIMARY_METRICS: tuple[str, ...] = (
     "acc_final_macro",
     "meta_test_test_acc",
     "episode_acc",
+    "skill_persistence",
     "mse_final",
     "episode_mse",
 )
@@ -47,6 +48,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "episode_acc": True,
     "samples_per_s": True,
     "online_mse": False,
+    "online_mae": False,
+    "mase": False,
+    "recovery_steps": False,
+    "recovered_fraction": True,
     "episode_mse": False,
     "wall_s": False,
     "peak_rss_mb": False,
@@ -58,6 +63,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 # `forgetting_acc` could never be read as an accuracy.
 _PREFIX_DIRECTIONS: tuple[tuple[str, bool], ...] = (
     ("forgetting_", False),
+    ("online_mse_", False),
+    ("skill_", True),
+    ("test_skill_", True),
     ("mse_", False),
     ("episode_mse_", False),
     ("episode_acc_", True),

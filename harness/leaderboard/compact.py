@@ -57,6 +57,8 @@ _STREAM_CLASSIFICATION = (
     "meta_test_train_acc",
 )
 _STREAM_REGRESSION = ("mse_final", "mse_increase", "online_mse")
+_FORECASTING = ("skill_persistence", "online_mse", "test_skill_persistence", "mase",
+                "online_mae", "recovery_steps", "mse_after_change", "mse_final")
 _MSE_SET = re.compile(r"mse_(\d+)shot_(\d+)step")
 _MSE_EXP = re.compile(r"mse_exp(\d+)")
 
@@ -82,6 +84,9 @@ def shown_metrics(table: pd.DataFrame, rank_by: str = "") -> list[str]:
     - few-shot regression (``episode_mse``): ``episode_mse`` and the ``mse_<K>shot_<S>step``
       set, by K then S;
     - few-shot classification (``episode_acc``): ``episode_acc`` and each further episode set;
+    - forecasting streams (``skill_persistence``): ``skill_persistence``, ``online_mse``,
+      ``test_skill_persistence``, ``mase``, ``online_mae``, ``recovery_steps``,
+      ``mse_after_change``, ``mse_final``;
     - regression streams (``mse_final``): ``mse_final``, ``mse_increase``, ``online_mse``, the
       first and the last function's ``mse_exp<j>``;
     - classification streams: ``meta_test_test_acc``, ``acc_final_macro``,
@@ -131,6 +136,8 @@ def _candidates(present: set[str]) -> list[str]:
             m for m in present if m.startswith("episode_acc_") and not m.endswith("_ci95")
         )
         return ["episode_acc", *sets]
+    if "skill_persistence" in present:
+        return list(_FORECASTING)
     if "mse_final" in present:
         exps = sorted((m for m in present if _MSE_EXP.fullmatch(m)), key=numbers)
         return [*_STREAM_REGRESSION, *exps[:1], *exps[-1:]]
