@@ -18,6 +18,7 @@ from harness.leaderboard.load import _LEADERBOARD_FILES, load_runs
 from harness.leaderboard.markdown import _escape, missing, pm, to_markdown
 from harness.leaderboard.pairing import oracle_drops, paired_differences, unpaired_oracle_runs
 from harness.leaderboard.render import leaderboard_table
+from harness.leaderboard.versus import head_to_head, head_to_head_markdown
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -27,6 +28,12 @@ HEADLINE_PARAMS = {"n_classes": 100}
 HEADLINE_LEARNER, HEADLINE_PRESET, PAIRED_METRIC = "anml", "quick", "acc_final_macro"
 """The stream of the main job (`harness run --scenario omniglot-stream --learner anml`); the
 other stream lengths are on the results page."""
+VERSUS_LEARNER = "multistage"
+VERSUS_OPPONENTS = ("persistence", "seasonal-naive", "finetune", "replay", "river:*",
+                    "multistage-s2", "multistage-s1", "oml", "anml")
+"""Where a scenario folder holds `VERSUS_LEARNER` runs, the results page adds its paired
+comparison with each of these (`harness.leaderboard.versus`; `river:*`: the best river
+model)."""
 
 
 def write_leaderboards(root: Path) -> list[Path]:
@@ -110,6 +117,10 @@ def _scenario_section(root: Path, folder: Path, left_out: list[tuple[Path, str]]
         table = leaderboard_table(runs)
         body = leaderboard_markdown(table, oracle_drops(runs), unpaired_oracle_runs(runs), 3)
         lines += [body.rstrip("\n"), ""]
+        versus = head_to_head_markdown(head_to_head(runs, VERSUS_LEARNER, VERSUS_OPPONENTS), 4)
+        if versus:
+            lines += [f"### {VERSUS_LEARNER} against the baselines", "", versus.rstrip("\n"),
+                      ""]
     if left_out:
         lines += ["### Run files left out", ""]
         lines += [

@@ -17,7 +17,9 @@ latest re-run of each seed, failed runs left out):
     (regression streams, e.g. sine-incremental);
 (f) ``<scenario>-fewshot-<variant>``: the test-episode score per learner with its CI
     (few-shot scenarios);
-(g) meta-training loss curves: not drawn; the run files do not record them.
+(g) meta-training loss curves: not drawn; the run files do not record them;
+(h) ``<scenario>-error-over-time-<variant>``: the prequential error in a moving window, the
+    scenario's regime changes marked (forecasting streams).
 
 Every figure has labelled axes with units, a legend and a caption (what, scenario and variant,
 presets, seeds, harness versions). A figure that does not apply is listed in
@@ -40,6 +42,7 @@ from harness.plots.data import Scenario, Variant, gather
 from harness.plots.figures import (
     accuracy_matrix,
     accuracy_vs_classes,
+    error_over_time,
     fewshot,
     figure,
     mse_per_function,
@@ -62,6 +65,7 @@ _PER_VARIANT: tuple[Callable[[Scenario, Variant], list[tuple[str, Any]]], ...] =
     per_class,
     mse_per_function,
     fewshot,
+    error_over_time,
 )
 
 

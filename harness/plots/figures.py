@@ -258,6 +258,8 @@ def mse_per_function(scenario: Scenario, variant: Variant) -> list[Made]:
     name = _name(scenario, "mse-per-function", variant)
     if _stream_kind(variant) != "regression":
         return [(name, "not a regression stream")]
+    if "skill_persistence" in variant.metrics():
+        return [(name, "a forecasting stream: see its error-over-time figure")]
     fig, ax = figure()
     for k, line in enumerate(variant.lines):
         rows = np.stack([line.arrays(i)["R"][-1] for i in range(len(line.seeds))])
@@ -308,4 +310,45 @@ def fewshot(scenario: Scenario, variant: Variant) -> list[Made]:
     ax.set_xlabel("learner")
     ci = "95% CI over seeds" + ("; one seed: over its test episodes" if episodes else "")
     text = caption(variant, f"few-shot {metric}, mean ± {ci}")
+    return [(name, _finish(fig, ax, text))]
+
+
+# ----------------------------------------------------------------------------------------------
+# (h) forecasting error over time, regime changes marked
+
+
+def error_over_time(scenario: Scenario, variant: Variant) -> list[Made]:
+    """Forecasting streams: the prequential squared error in a moving window of `window`
+    samples (local, not cumulative, so recovery after a change shows), mean and 95% band over
+    seeds, one line per learner; the scenario's regime changes as dashed vertical lines."""
+    name = _name(scenario, "error-over-time", variant)
+    if "skill_persistence" not in variant.metrics():
+        return [(name, "not a forecasting stream")]
+    fig, ax = figure(width=9.0)
+    changes: np.ndarray = np.zeros(0)
+    n_min = min((len(line.arrays(0).get("prequential", [])) for line in variant.lines),
+                default=0)
+    window = max(1, n_min // 60)
+    lowest: list[float] = []
+    for line in variant.lines:
+        curves = []
+        for i in range(len(line.seeds)):
+            arrays = line.arrays(i)
+            log = np.asarray(arrays.get("prequential", np.zeros(0)), dtype=float)
+            changes = np.asarray(arrays.get("change_points", changes))
+            if log.size >= window:
+                curves.append(np.convolve(log, np.ones(window) / window, mode="valid"))
+        if curves:
+            x = np.arange(curves[0].size) + window / 2
+            lowest.append(_band(ax, x, curves, _color(scenario, line), line.label))
+    for k, c in enumerate(changes):
+        ax.axvline(float(c), color="0.3", ls="--", lw=0.8,
+                   label="regime change" if k == 0 else None)
+    ax.set_yscale("log")
+    if lowest and min(lowest) > 0:
+        ax.set_ylim(bottom=min(lowest) / 3)
+    ax.set_xlabel("training samples seen")
+    ax.set_ylabel(f"prequential MSE, mean of {window} samples (log scale)")
+    text = caption(variant, f"prequential error over time ({window}-sample window), "
+                   "mean ± 95% CI over seeds; dashed: regime changes")
     return [(name, _finish(fig, ax, text))]
