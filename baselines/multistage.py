@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,8 @@ class MultistageConfig(HeadOnlyConfig):
     """Classification: further images per class in the query; >= 1."""
     meta_lr: float = 1e-3
     """Adam learning rate of meta-training; > 0."""
+    order: Literal["first", "second"] = "first"
+    """Meta-gradient: 'first' (inner gradients detached; default) or 'second' (through them)."""
 
     KIND: ClassVar[str] = "multistage"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
