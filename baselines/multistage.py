@@ -16,7 +16,9 @@ Stages (S = `stages`):
     slow stage's features).
     For regression W_f0 is meta-learned; for classification the stream's classes are new, so
     the fast stage starts at zero (as OML's and ANML's meta-test head) and decays toward zero.
-  S = 1 is the fast stage alone on the raw flattened input; S = 2 adds the slow stage (OML's
+  With `residual` (default) and a scenario that declares a persistence forecast (the current
+  frame, the last value), the output is that forecast plus the stages' output: they learn the
+  change. S = 1 is the fast stage alone on the raw flattened input; S = 2 adds the slow stage (OML's
   two stages); S = 3 adds the medium one. Every update takes one batch of the stream and the
   task's loss (MSE; cross-entropy for classification). Rates are exp(log eta), decays
   sigmoid(logit beta), one pair per plastic stage.
@@ -62,6 +64,7 @@ from baselines.headonly import HeadOnlyConfig, TrainedNet
 from baselines.networks.oml_anml import conv_trunk, image_input, kaiming_init, trunk_side
 from harness.config import BuildContext, check_range
 from harness.errors import DivergedError, HarnessError
+from harness.forecasting import from_input
 from harness.protocol import LabeledPool, ScenarioSpec, TaskSampler
 
 
@@ -89,6 +92,10 @@ class MultistageConfig(HeadOnlyConfig):
     """Classification: further images per class in the query; >= 1."""
     meta_lr: float = 1e-3
     """Adam learning rate of meta-training; > 0."""
+    residual: bool = True
+    """Add the scenario's persistence forecast (`spec.persistence`: the current frame, the
+    last value) to the output, so the stages learn the change; no effect where the scenario
+    declares none."""
     order: Literal["first", "second"] = "first"
     """Meta-gradient: 'first' (inner gradients detached; default) or 'second' (through them)."""
 
@@ -223,6 +230,12 @@ class MultistageLearner(TrainedNet):
     def _trained(self) -> None:
         self.reset()
 
+    def _base(self, x: Tensor) -> Tensor:
+        """The persistence forecast the output adds (`residual`), else zeros."""
+        if self.cfg.residual and self.spec.persistence:
+            return from_input(x, self.spec.persistence)
+        return torch.zeros(len(x), 1, device=x.device)
+
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.classify:
             return F.cross_entropy(out, y)
@@ -230,7 +243,7 @@ class MultistageLearner(TrainedNet):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self.net.head(self.net.slow(x), self.weights)[0]
+        return self.net.head(self.net.slow(x), self.weights)[0] + self._base(x)
 
     def observe(self, x: Tensor, y: Tensor) -> None:
         with torch.no_grad():
@@ -238,7 +251,7 @@ class MultistageLearner(TrainedNet):
         with torch.enable_grad():
             weights = [w.requires_grad_(True) for w in self.weights]
             out, scale = self.net.head(feats, weights)
-            loss = self._loss(out, y)
+            loss = self._loss(out + self._base(x), y)
             if not torch.isfinite(loss):
                 raise DivergedError(f"stream loss is {loss.item()}; lower lr (now "
                                     f"{self.cfg.lr})")
@@ -289,6 +302,7 @@ class MultistageLearner(TrainedNet):
         x, y, xq, yq = self._trajectory(data, gen)
         net, second = self.net, self.cfg.order == "second"
         feats = net.slow(torch.cat([x, xq]))
+        base = self._base(x)
         f, fq = feats[: len(x)], feats[len(x) :]
         start = net.start()
         etas, betas = net.rates()
@@ -296,16 +310,17 @@ class MultistageLearner(TrainedNet):
         losses = []
         for t in range(len(x)):
             out, scale = net.head(f[t : t + 1], weights)
-            loss = self._loss(out, y[t : t + 1])
+            loss = self._loss(out + base[t : t + 1], y[t : t + 1])
             grads = torch.autograd.grad(loss, weights, create_graph=second, retain_graph=True,
                                         allow_unused=True)
             grads = [torch.zeros_like(w) if g is None else g if second else g.detach()
                      for w, g in zip(weights, grads, strict=True)]
             weights = update(weights, grads, scale, start, etas, betas)
             losses.append(loss)
-        return torch.stack(losses).mean() + self._loss(net.head(fq, weights)[0], yq)
+        query = net.head(fq, weights)[0] + self._base(xq)
+        return torch.stack(losses).mean() + self._loss(query, yq)
 
     def _pretrain_step(self, data: Any, gen: torch.Generator) -> Tensor:
         x, y, _, _ = self._trajectory(data, gen)
         start = self.net.start(pretraining=True)
-        return self._loss(self.net.head(self.net.slow(x), start)[0], y)
+        return self._loss(self.net.head(self.net.slow(x), start)[0] + self._base(x), y)

@@ -152,3 +152,12 @@ def test_runs_through_the_harness(tmp_path: Path) -> None:
 def test_bad_config(bad) -> None:
     with pytest.raises(ValueError):
         MultistageConfig(**bad)
+
+
+def test_residual_starts_at_persistence() -> None:
+    spec = ScenarioSpec(input_shape=(3,), n_outputs=1, task="regression", persistence=(2,))
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    learner = MultistageConfig(init="random", stages=1).build(BuildContext(spec=spec))
+    assert learner.predict(x).flatten().tolist() == [3.0, 6.0]  # zero fast stage + x[:, 2]
+    off = MultistageConfig(init="random", stages=1, residual=False).build(BuildContext(spec=spec))
+    assert off.predict(x).flatten().tolist() == [0.0, 0.0]
