@@ -96,6 +96,10 @@ class MultistageConfig(HeadOnlyConfig):
     """Add the scenario's persistence forecast (`spec.persistence`: the current frame, the
     last value) to the output, so the stages learn the change; no effect where the scenario
     declares none."""
+    meta_seed: int = -1
+    """Seed of the initialisation and of meta-training sampling; -1 (default): the run's
+    seed, so each seed meta-trains its own network and a CI over seeds includes
+    meta-training's variance (meta-training is cheap at the quick preset); >= -1."""
     order: Literal["first", "second"] = "first"
     """Meta-gradient: 'first' (inner gradients detached; default) or 'second' (through them)."""
 

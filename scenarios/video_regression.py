@@ -331,8 +331,8 @@ class VideoEgomotionConfig(ScenarioConfig):
                                     self.jitter)
         idx = pingpong(len(frames), steps + 1, start)
         w = crops(frames[idx], poses, self.half, self.image_size)
-        motion = (poses[1:] - poses[:-1]) / torch.tensor([2 * self.half, 2 * self.half, 1.0],
-                                                          dtype=torch.float64)
+        unit = torch.tensor([2 * self.half / self.image_size] * 2 + [0.01], dtype=torch.float64)
+        motion = (poses[1:] - poses[:-1]) / unit
         return torch.stack([w[:-1], w[1:]], dim=1).contiguous(), motion.float(), starts
 
     def build(self, seed: int, data_dir: Path | None = None,
