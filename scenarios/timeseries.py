@@ -244,6 +244,9 @@ class TimeSeriesStreamConfig(ScenarioConfig):
                 "sunspots": {"series": "sunspots"},
                 "nile": {"series": "nile", "val_fraction": 0.1}}
     """The series the published comparison reports side by side."""
+    FIXED_STREAM = True
+    """The stream is the same for every seed (frames or values in temporal order); seeds vary
+    the learners' initialisation and meta-training."""
     SMOKE = {"series": "airline", "meta_series": "unemp,infl"}
     """Small parameters for conformance checks."""
 

@@ -104,7 +104,7 @@ def parts(n: int, val_fraction: float, test_fraction: float, gap: int) -> list[r
 
 def frame_pairs(frames: Tensor, part: range, k: int) -> tuple[Tensor, Tensor]:
     """x = frame t [1, S, S] and y = frame t + k flattened, for t, t + k in `part`."""
-    t = torch.arange(part.start, part.stop - k)
+    t = torch.arange(part.start, max(part.start, part.stop - k))
     return frames[t].unsqueeze(1).contiguous(), frames[t + k].flatten(1).contiguous()
 
 
@@ -156,6 +156,9 @@ class VideoNextFrameConfig(ScenarioConfig):
 
     ID = "video-nextframe"
     VERSION = 1
+    FIXED_STREAM = True
+    """The stream is the same for every seed (frames or values in temporal order); seeds vary
+    the learners' initialisation and meta-training."""
     SMOKE = {"clips": "class0-seq0", "image_size": 8, "meta_length": 4}
     """Small parameters for conformance checks (with `fake_data`)."""
 
