@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HARNESS_THREADS=1
-for grid in omniglot-stream sine-incremental sinusoid-fewshot omniglot-fewshot video-frames; do
+for grid in omniglot-stream sine-incremental sinusoid-fewshot omniglot-fewshot video-frames \
+        natural-streams; do
     .venv/bin/harness sweep "published/grids/$grid.toml" --out published --quiet "$@"
 done
 .venv/bin/harness report published --out docs/results.md --readme README.md
