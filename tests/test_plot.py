@@ -208,3 +208,30 @@ def test_without_matplotlib(copies, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(HarnessError, match=r"pip install -e '\.\[plots\]'"):
         plot_results(copies["omniglot-fewshot"])
+
+
+def test_error_over_time_marks_the_regime_changes(tmp_path: Path) -> None:
+    from harness import api
+
+    pytest.importorskip("statsmodels")
+    for learner in ("persistence", "seasonal-naive"):
+        for seed in (0, 1):
+            res = api.run("timeseries-stream", learner, seed=seed, out_dir=tmp_path,
+                          progress=False, series="nile", val_fraction=0.1)
+            assert res.status == "ok", res.error
+    folder = tmp_path / "timeseries-stream"
+    scenario = _gather(folder)
+    [variant] = scenario.variants
+    [(_, fig)] = F.error_over_time(scenario, variant)
+    ax = fig.axes[0]
+    curves = [line for line in ax.get_lines() if line.get_label() != "regime change"]
+    assert [c.get_label() for c in curves] == [line.label for line in variant.lines]
+    marks = [line for line in ax.get_lines() if line.get_label() == "regime change"]
+    assert [m.get_xdata()[0] for m in marks] == [6.0]  # the Nile's 1898 drop
+    log = load_arrays(variant.lines[0].csvs[0])["prequential"]
+    window = max(1, len(log) // 60)
+    assert np.allclose(curves[0].get_ydata(), np.convolve(log, np.ones(window) / window,
+                                                          mode="valid"))
+    report = plot_results(folder, tmp_path / "figs")
+    assert any(f.startswith("timeseries-stream-error-over-time") for f in report.figures)
+    assert any(s.startswith("timeseries-stream-mse-per-function") for s, _ in report.skipped)
