@@ -32,3 +32,21 @@ def need(module: str):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+@pytest.fixture
+def usage_error():
+    """Run `harness` arguments in-process and return the output, asserting a usage error: exit
+    2, one line, no traceback."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    def invoke(args: list[str]) -> str:
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        return res.output
+
+    return invoke

@@ -213,7 +213,7 @@ def test_without_matplotlib(copies, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_error_over_time_marks_the_regime_changes(tmp_path: Path) -> None:
     from harness import api
 
-    pytest.importorskip("statsmodels")
+    need("statsmodels")
     for learner in ("persistence", "seasonal-naive"):
         for seed in (0, 1):
             res = api.run("timeseries-stream", learner, seed=seed, out_dir=tmp_path,

@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import need
 
 from harness import api
-from harness.cli import app
 from harness.errors import DataError, HarnessError
 from scenarios import timeseries as ts
 from scenarios.timeseries import TimeSeriesStreamConfig
 
-pytest.importorskip("statsmodels")
-pytest.importorskip("river")
+need("statsmodels")
+need("river")
 
 
 @pytest.fixture(scope="module")
@@ -108,15 +107,12 @@ def test_stream_is_deterministic(airline) -> None:
     (["val_fraction=0.5", "test_fraction=0.5"], "below 0.9"),
     (["meta_series=airline,bogus"], "unknown meta series"),
 ])
-def test_bad_parameters_exit_2_with_one_line(tmp_path: Path, sets, needle) -> None:
+def test_bad_parameters_exit_2_with_one_line(tmp_path: Path, sets, needle, usage_error) -> None:
     args = ["run", "--scenario", "timeseries-stream", "--learner", "persistence",
             "--baselines", "none", "--out", str(tmp_path)]
     for s in sets:
         args += ["--set", s]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 2, res.output
-    assert needle in res.output and "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) == 1
+    assert needle in usage_error(args)
 
 
 def test_persistence_and_seasonal_naive_through_the_harness(tmp_path: Path, airline) -> None:
