@@ -145,7 +145,11 @@ class MultistageNet(nn.Module):
             dim = cfg.hidden
         self.medium = nn.Linear(dim, cfg.hidden) if cfg.stages == 3 else None
         fast_in = cfg.hidden if cfg.stages == 3 else dim
-        self.fast = nn.Linear(fast_in, spec.n_outputs)
+        self.n_outputs = spec.n_outputs
+        # Classification: the stream's classes are new, so the fast stage starts at zero; its
+        # parameters are the pre-training head over a trajectory's classes only, and the
+        # checkpoint does not depend on how many classes a stream has.
+        self.fast = nn.Linear(fast_in, cfg.traj_classes if self.classify else spec.n_outputs)
         nn.init.zeros_(self.fast.weight)
         nn.init.zeros_(self.fast.bias)
         self.log_eta_f = nn.Parameter(torch.tensor(math.log(cfg.inner_lr)))
@@ -163,7 +167,9 @@ class MultistageNet(nn.Module):
         medium = [self.medium.weight, self.medium.bias] if self.medium is not None else []
         fast = [self.fast.weight, self.fast.bias]
         if self.classify and not pretraining:
-            fast = [torch.zeros_like(w, requires_grad=True) for w in fast]
+            w = self.fast.weight
+            fast = [w.new_zeros(self.n_outputs, w.shape[1], requires_grad=True),
+                    w.new_zeros(self.n_outputs, requires_grad=True)]
         return [*medium, *fast]
 
     def rates(self) -> tuple[list[Tensor], list[Tensor]]:

@@ -32,8 +32,8 @@ class NaiveForecaster:
 
     def __init__(self, spec: ScenarioSpec, index: tuple[int, ...], name: str) -> None:
         if spec.task != "regression":
-            raise HarnessError(f"{name} forecasts regression streams; this scenario is "
-                               f"{spec.task}")
+            raise HarnessError(f"{name} forecasts regression streams only; this scenario is "
+                               f"{spec.task} (choose a regression scenario)")
         self.spec, self.index, self.name = spec, index, name
         self.reset()
 

@@ -16,7 +16,7 @@ Learner capabilities (on the object `config.build(ctx)` returns):
     (checkpointing).
 Learner config capabilities (on the config dataclass):
   - `HasPresets`, `SeededTraining`, `ResolvesForScenario`, `KeyedCheckpoint`,
-    `CountsTrainingSteps`.
+    `CountsTrainingSteps`, `UsesLR`.
 A user's learner class may declare `Config` (`ConfigurableLearner`): a dataclass of its
 hyper-parameters, which `--set` reaches and the learning-rate search tunes when it has `lr`.
 Scenario capabilities: `ScoredEpisodeSets`, `EvalOnlyParams`, `HasValidationSpec`,
@@ -211,8 +211,17 @@ class HasVariants(Protocol):
 
 LEARNER_CAPABILITIES = (MetaTrainable, HeadSweepable, Describable, Resettable, TaskAware,
                         Stateful)
+@runtime_checkable
+class UsesLR(Protocol):
+    def uses_lr(self) -> bool:
+        """Whether this configuration's `lr` field changes what it learns (a config of several
+        models may have one that ignores it); without it, a config with `lr` does. The harness
+        searches `lr` only where it does."""
+        ...
+
+
 CONFIG_CAPABILITIES = (Buildable, HasPresets, SeededTraining, ResolvesForScenario,
-                       CountsTrainingSteps,
+                       CountsTrainingSteps, UsesLR,
                        KeyedCheckpoint)
 SCENARIO_CAPABILITIES = (ScoredEpisodeSets, EvalOnlyParams, HasValidationSpec, GroupedTestSets,
                          RegimeChanges)

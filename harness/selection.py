@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness.building import build_learner
-from harness.capabilities import HasValidationSpec, HeadSweepable
+from harness.capabilities import HasValidationSpec, HeadSweepable, UsesLR
 from harness.config import Progress, field_names
 from harness.errors import DivergedError
 from harness.fast_eval import head_sgd_sweep
@@ -67,7 +67,7 @@ def _loop_scores(prep: Prepared, cfg: Any, val_spec: ScenarioSpec, scenario: Sce
 def select_lr(cfg: Any, prep: Prepared, scenario: Scenario, run: RunConfig, explicit: set[str],
               progress: Progress | None) -> tuple[Any, dict[str, Any]]:
     """Pick `lr` on the validation streams from the shared grid; record how it was chosen."""
-    if "lr" not in field_names(type(cfg)):
+    if "lr" not in field_names(type(cfg)) or (isinstance(cfg, UsesLR) and not cfg.uses_lr()):
         return cfg, {"lr": "", "lr_selected_on": "none"}
     if "lr" in explicit or not run.tune_lr or not scenario.val_experiences:
         why = "fixed" if "lr" in explicit or not run.tune_lr else "default (no validation split)"

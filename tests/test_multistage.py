@@ -161,3 +161,13 @@ def test_residual_starts_at_persistence() -> None:
     assert learner.predict(x).flatten().tolist() == [3.0, 6.0]  # zero fast stage + x[:, 2]
     off = MultistageConfig(init="random", stages=1, residual=False).build(BuildContext(spec=spec))
     assert off.predict(x).flatten().tolist() == [0.0, 0.0]
+
+
+def test_a_checkpoint_serves_streams_of_any_class_count() -> None:
+    # the validation stream of a class-incremental scenario has other classes than the scored
+    cfg = MultistageConfig(stages=3, hidden=4, width=4, init="random")
+    scored = cfg.build(BuildContext(spec=IMG))
+    val = cfg.build(BuildContext(spec=ScenarioSpec(input_shape=(1, 28, 28), n_outputs=3)))
+    val.load_state_dict(scored.state_dict())
+    assert val.predict(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
+    assert scored.predict(torch.zeros(2, 1, 28, 28)).shape == (2, 5)
