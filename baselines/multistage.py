@@ -13,7 +13,8 @@ Stages (S = `stages`):
         W <- W - eta_f * grad / (1 + |a|^2) - beta_f * (W - W_f0)
     a being the layer's input (the batch's mean squared norm): normalised LMS, so that a rate
     below 2 is stable whatever the scale of the input (raw windows of a drifting series, the
-    slow stage's features).
+    slow stage's features). For classification the steps are plain SGD (no division), as
+    OML's and ANML's heads: the cross-entropy gradient is bounded.
     For regression W_f0 is meta-learned; for classification the stream's classes are new, so
     the fast stage starts at zero (as OML's and ANML's meta-test head) and decays toward zero.
   With `residual` (default) and a scenario that declares a persistence forecast (the current
@@ -62,7 +63,7 @@ from torch import Tensor, nn
 
 from baselines.headonly import HeadOnlyConfig, TrainedNet
 from baselines.networks.oml_anml import conv_trunk, image_input, kaiming_init, trunk_side
-from harness.config import BuildContext, check_range
+from harness.config import BuildContext, check_range, eval_field
 from harness.errors import DivergedError, HarnessError
 from harness.forecasting import from_input
 from harness.protocol import LabeledPool, ScenarioSpec, TaskSampler
@@ -90,8 +91,18 @@ class MultistageConfig(HeadOnlyConfig):
     """Classification: images per class in a trajectory; >= 1."""
     remember: int = 5
     """Classification: further images per class in the query; >= 1."""
+    traj_len: int = 64
+    """Regression: samples of a meta-training trajectory, the first traj_len // n of each of
+    the task's n experiences (at least one each; a task shorter than that is used whole); >= 1.
+    The natural streams' tasks (16-32 samples) fit whole; it caps sine-incremental's 10 x 320."""
+    n_meta_outputs: int = 1000
+    """Classification with init='pretrain': outputs of the pre-training layer (>= the
+    meta-train classes); it is used for pre-training only."""
     meta_lr: float = 1e-3
     """Adam learning rate of meta-training; > 0."""
+    lr: float = eval_field(0.1, "fast-stage rate on the stream")
+    """Rate of the fast stage on the stream (the medium's keeps its meta-learned ratio to
+    it); tuned by the runner; > 0. A normalised step: below 2 is stable."""
     residual: bool = True
     """Add the scenario's persistence forecast (`spec.persistence`: the current frame, the
     last value) to the output, so the stages learn the change; no effect where the scenario
@@ -114,7 +125,7 @@ class MultistageConfig(HeadOnlyConfig):
         self._check_common()
         check_range(self, "stages", ge=1, le=3)
         check_range(self, "width", "hidden", "traj_classes", "traj_per_class", "remember",
-                    ge=1)
+                    "traj_len", "n_meta_outputs", ge=1)
         check_range(self, "beta_f0", "beta_m0", gt=0, lt=1)
 
     def build(self, ctx: BuildContext) -> MultistageLearner:
@@ -152,6 +163,9 @@ class MultistageNet(nn.Module):
         self.fast = nn.Linear(fast_in, cfg.traj_classes if self.classify else spec.n_outputs)
         nn.init.zeros_(self.fast.weight)
         nn.init.zeros_(self.fast.bias)
+        self.pre = (nn.Linear(fast_in, cfg.n_meta_outputs)
+                    if self.classify and cfg.init == "pretrain" else None)
+        """Classification pre-training's output layer, over the meta-train classes."""
         self.log_eta_f = nn.Parameter(torch.tensor(math.log(cfg.inner_lr)))
         self.logit_beta_f = nn.Parameter(torch.tensor(_logit(cfg.beta_f0)))
         self.log_eta_m = nn.Parameter(torch.tensor(math.log(cfg.inner_lr * 0.1)))
@@ -179,15 +193,20 @@ class MultistageNet(nn.Module):
         n_m = 2 if self.medium is not None else 0
         return [eta_m] * n_m + [eta_f] * 2, [beta_m] * n_m + [beta_f] * 2
 
+    def _scale(self, a: Tensor) -> Tensor | float:
+        """What a layer's step is divided by: 1 + the mean squared norm of its input for
+        regression (normalised LMS); 1 for classification, whose cross-entropy gradient is
+        bounded (plain SGD steps, as OML's and ANML's heads)."""
+        return 1.0 if self.classify else 1.0 + a.detach().pow(2).sum(dim=1).mean()
+
     def head(self, feats: Tensor, weights: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """The plastic stages on the slow features, with the given plastic weights; also, per
         plastic tensor (as `start`), 1 + the mean squared norm of its layer's input."""
-        scale = [1.0 + feats.detach().pow(2).sum(dim=1).mean()] * 2
+        scale = [self._scale(feats)] * 2
         if self.medium is not None:
             wm, bm, wf, bf = weights
             feats = F.relu(F.linear(feats, wm, bm))
-            scale.append(1.0 + feats.detach().pow(2).sum(dim=1).mean())
-            scale.append(scale[-1])
+            scale += [self._scale(feats)] * 2
         else:
             wf, bf = weights
         return F.linear(feats, wf, bf), scale
@@ -275,9 +294,12 @@ class MultistageLearner(TrainedNet):
         with torch.no_grad():
             etas, betas = self.net.rates()
         out: dict[str, str | float] = {
-            "variant": self.variant, "init": self.cfg.init,
+            "variant": self.variant, "init": self.cfg.init, "meta_seed": self.cfg.meta_seed,
             "gradient_order": self.cfg.order if self.cfg.init == "meta" else "",
             "meta_train_steps": float(self.steps_done),
+            "meta_train_seconds_total": round(self.seconds_done, 1),
+            "eval_optimizer": "stage rules (normalised steps, decays)",
+            "eval_trains": "fast stage" + (" and medium stage" if self.cfg.stages == 3 else ""),
             "eta_f_meta": float(etas[-1]), "beta_f_meta": float(betas[-1])}
         if self.cfg.stages == 3:
             out.update(eta_m_meta=float(etas[0]), beta_m_meta=float(betas[0]),
@@ -302,10 +324,14 @@ class MultistageLearner(TrainedNet):
                 ys.append(torch.full((len(xs[-1]),), k))
                 yq.append(torch.full((len(xq[-1]),), k))
             parts = (xs, ys, xq, yq)
+            if any(len(q) == 0 for q in xq):
+                raise HarnessError(f"a meta-train class holds at most {cfg.traj_per_class} "
+                                   "images, none left for the query; lower traj_per_class")
         else:
             exps = data.sample(gen)
-            parts = ([e.x for e in exps], [e.y for e in exps], [e.x_test for e in exps],
-                     [e.y_test for e in exps])
+            n = max(1, self.cfg.traj_len // len(exps))
+            parts = ([e.x[:n] for e in exps], [e.y[:n] for e in exps],
+                     [e.x_test for e in exps], [e.y_test for e in exps])
         return tuple(torch.cat(p).to(self.device) for p in parts)
 
     def _meta_step(self, data: Any, gen: torch.Generator) -> Tensor:
@@ -331,6 +357,20 @@ class MultistageLearner(TrainedNet):
         return torch.stack(losses).mean() + self._loss(query, yq)
 
     def _pretrain_step(self, data: Any, gen: torch.Generator) -> Tensor:
-        x, y, _, _ = self._trajectory(data, gen)
-        start = self.net.start(pretraining=True)
-        return self._loss(self.net.head(self.net.slow(x), start)[0] + self._base(x), y)
+        """Supervised: `pretrain_batch` random meta-train images with their own classes (the
+        stages and the pre-training layer), or random samples of a task (every stage)."""
+        net, size = self.net, self.cfg.pretrain_batch
+        if self.classify:
+            if data.n_classes > self.cfg.n_meta_outputs:
+                raise HarnessError(f"the meta-train pool has {data.n_classes} classes but "
+                                   f"n_meta_outputs is {self.cfg.n_meta_outputs}; raise it")
+            idx = data.sample_random(size, gen)
+            f = net.slow(data.x[idx].to(self.device))
+            if net.medium is not None:
+                f = F.relu(net.medium(f))
+            return F.cross_entropy(net.pre(f), data.y[idx].to(self.device))
+        x, y, xq, yq = self._trajectory(data, gen)
+        x, y = torch.cat([x, xq]), torch.cat([y, yq])
+        idx = torch.randperm(len(x), generator=gen)[:size].to(self.device)
+        out = net.head(net.slow(x[idx]), net.start(pretraining=True))[0]
+        return self._loss(out + self._base(x[idx]), y[idx])
