@@ -158,7 +158,7 @@ class MultistageNet(nn.Module):
         fast_in = cfg.hidden if cfg.stages == 3 else dim
         self.n_outputs = spec.n_outputs
         # Classification: the stream's classes are new, so the fast stage starts at zero; its
-        # parameters are the pre-training head over a trajectory's classes only, and the
+        # parameters are not trained (pre-training has its own layer, `pre`), and the
         # checkpoint does not depend on how many classes a stream has.
         self.fast = nn.Linear(fast_in, cfg.traj_classes if self.classify else spec.n_outputs)
         nn.init.zeros_(self.fast.weight)

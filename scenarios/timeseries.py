@@ -12,12 +12,16 @@ its 5 empty months interpolated; gdp-growth: 100 x log-difference) comes after.
 | co2 | statsmodels `co2` (Mauna Loa, weekly from 1958-03-29) as monthly means | 526 | 12 | drift |
 | airline | river `AirlinePassengers` (monthly, 1949-1960) | 144 | 12 | trend, growing seasonality |
 | sunspots | statsmodels `sunspots` (yearly, 1700-2008) | 309 | 11 | ~11-year cycle |
-| nile | statsmodels `nile` (annual flow at Aswan, 1871-1970) | 100 | 1 | shift in 1898 |
+| nile | statsmodels `nile` (annual flow at Aswan, 1871-1970) | 100 | 1 | drop after 1898 |
 | elnino | statsmodels `elnino` (monthly sea surface temperature, 1950-2010) | 732 | 12 | |
-| unemp | statsmodels `macrodata` unemployment rate (quarterly, 1959-2009) | 203 | 4 | |
-| infl | statsmodels `macrodata` inflation (quarterly) | 203 | 4 | |
-| gdp-growth | statsmodels `macrodata` 100 x log-difference of real GDP (quarterly) | 202 | 4 | |
+| unemp | statsmodels `macrodata` unemployment rate (quarterly, 1959-2009) | 203 | 1 | |
+| infl | statsmodels `macrodata` inflation (quarterly), without its first value | 202 | 1 | |
+| gdp-growth | statsmodels `macrodata` 100 x log-difference of real GDP (quarterly) | 202 | 1 | |
 | waterflow | river `WaterFlow` (hourly) | 1268 | 24 | |
+
+The `macrodata` series are seasonally adjusted at the source (unemployment and real GDP
+directly, inflation through the adjusted CPI), so they declare no season (m = 1). The first
+inflation value is a placeholder 0 (no earlier quarter to difference against) and is dropped.
 
 A sample is x = the `window` previous values (shape [window]) and y = the next value ([1]), in
 temporal order, batch 1. `window` = 0 takes max(12, m). Of the targets (the values at index
@@ -36,20 +40,24 @@ the value m steps before the target (x[window - m]; for m = 1 that is persistenc
 definition takes it for a series without season).
 
 Regime changes (`change_points`): the documented ones that fall inside the scored stream,
-as sample indices: the Nile's 1898 drop (Cobb 1978, Biometrika 65; the Aswan dam), () for the
+as sample indices: the Nile's drop after 1898 (Cobb 1978, Biometrika 65: "apparent
+changepoint near 1898"; 1898 is the last year at the old level, 1100 against 774 in 1899, as
+strucchange's breakpoint puts it, so the new regime starts with 1899), () for the
 other series. With the defaults the Nile's change falls in the validation part, so its
 variant uses `val_fraction=0.1`.
 
 Meta-training (`meta_train`, for meta-learners): a `SeriesTaskSampler` over the other series
 of the catalogue (`meta_series`, never the scored one), each standardised by its own
 validation part: one task is `meta_length` consecutive samples of a random series from a
-random start, its test set the max(1, meta_length // 4) samples after them. A series too short
-for one task is left out.
+random start, its test set the max(1, meta_length // 4) samples after them. A series shorter
+than window + meta_length + that query is left out (logged, and named in the sampler's
+`left_out`); when none is left, `meta_train` is None.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +67,12 @@ import torch
 from torch import Tensor
 
 from harness.errors import DataError, HarnessError
+from harness.logs import logger
 from harness.protocol import Experience, ScenarioSpec
 from scenarios.base import BuiltScenario, ScenarioConfig, bounded
+
+CHECKED_WITH = {"statsmodels": "0.15.0", "river": "0.26.1"}
+"""The package versions the catalogue's SHA-256 values were recorded from."""
 
 
 def _statsmodels() -> object:
@@ -134,14 +146,15 @@ CATALOGUE: dict[str, Series] = {
         "66c86ecdcd5950f61f6243f924fdfa10a44596e94816291062fdda266a31c86d", "statsmodels"),
     "nile": Series(_sm("nile", "volume"), 1,
         "eb0f1d6ec926d4062aedc93cdd321895a50cc431ac91b3ab2f5a953997426400", "statsmodels",
-        first=1871, changes=(1898,)),
+        first=1871, changes=(1899,)),
     "elnino": Series(_elnino, 12,
         "04cd82503f2284f490eb92e9bf30bfd475d3c12210aca925dc0978f62ce50780", "statsmodels"),
-    "unemp": Series(_sm("macrodata", "unemp"), 4,
+    "unemp": Series(_sm("macrodata", "unemp"), 1,
         "cc5c3042e1bb19bafd510cd8197460ca338d972adf14a348b7dabfe6d38cf7f1", "statsmodels"),
-    "infl": Series(_sm("macrodata", "infl"), 4,
-        "23411b8f05c9e63c97f54b0c62c6c56b3c96072efbeeabd1be90087d9f9bf0da", "statsmodels"),
-    "gdp-growth": Series(_sm("macrodata", "realgdp"), 4,
+    "infl": Series(_sm("macrodata", "infl"), 1,
+        "23411b8f05c9e63c97f54b0c62c6c56b3c96072efbeeabd1be90087d9f9bf0da", "statsmodels",
+        lambda v: v[1:]),
+    "gdp-growth": Series(_sm("macrodata", "realgdp"), 1,
         "7043a7eb96303fafe597077f18b9e42397ce54172fca9d1563fcbcbcbcc32a8a", "statsmodels",
         _log_growth),
     "waterflow": Series(_river_series("WaterFlow"), 24,
@@ -154,6 +167,13 @@ def values_sha256(values: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
 
 
+def _installed(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
 def load_series(name: str) -> np.ndarray:
     """The float64 values of a catalogue series, checked against its SHA-256."""
     if name not in CATALOGUE:
@@ -161,9 +181,10 @@ def load_series(name: str) -> np.ndarray:
     entry = CATALOGUE[name]
     raw = np.asarray(entry.raw(), dtype=np.float64)
     if values_sha256(raw) != entry.sha256:
-        raise DataError(f"series {name!r} from {entry.package} differs from the recorded "
-                        f"data (sha256); install the {entry.package} version this harness "
-                        "was checked with (see scenarios/timeseries.py)")
+        pkg, checked = entry.package, CHECKED_WITH[entry.package]
+        raise DataError(f"series {name!r} from {pkg} {_installed(pkg)} differs from the data "
+                        f"recorded from {pkg} {checked} (sha256); install that version: "
+                        f"pip install '{pkg}=={checked}'")
     values = entry.transform(raw)
     if not np.isfinite(values).all():
         raise DataError(f"series {name!r} from {entry.package} holds missing values")
@@ -199,6 +220,8 @@ class SeriesTaskSampler:
     y: tuple[Tensor, ...]
     length: int
     names: tuple[str, ...]
+    left_out: tuple[str, ...] = ()
+    """Meta series too short for one task (window + length + query values)."""
 
     def sample(self, generator: torch.Generator) -> list[Experience]:
         k = int(torch.randint(len(self.x), (1,), generator=generator))
@@ -239,7 +262,7 @@ class TimeSeriesStreamConfig(ScenarioConfig):
     """Use at most this many leading values of the series (0 = all)."""
 
     ID = "timeseries-stream"
-    VERSION = 1
+    VERSION = 2
     VARIANTS = {"co2": {"series": "co2"}, "airline": {"series": "airline"},
                 "sunspots": {"series": "sunspots"},
                 "nile": {"series": "nile", "val_fraction": 0.1}}
@@ -286,9 +309,9 @@ class TimeSeriesStreamConfig(ScenarioConfig):
         n = len(values) - window
         sizes = split_sizes(n, self.val_fraction, self.test_fraction)
         if min(sizes) < 1:
-            raise HarnessError(f"series {name!r} ({len(values)} values) is too short for "
-                               f"window={window} and these fractions; lower window or "
-                               "max_length's cut")
+            raise HarnessError(f"series {name!r} ({len(values)} values used) is too short "
+                               f"for window={window} and these fractions; use a smaller "
+                               "window, or a larger max_length (0 = all)")
         x, y = windows(standardise(values, window + sizes[0]), window)
         return x, y, sizes
 
@@ -315,19 +338,25 @@ class TimeSeriesStreamConfig(ScenarioConfig):
         )
 
     def _sampler(self, window: int) -> SeriesTaskSampler | None:
-        xs, ys, names = [], [], []
+        xs, ys, names, short = [], [], [], []
         q = max(1, self.meta_length // 4)
         for name in self.meta_names():
             values = load_series(name)
             n = len(values) - window
             if n < self.meta_length + q:
+                short.append(name)
                 continue
             n_val = max(1, int(round(n * self.val_fraction)))
             x, y = windows(standardise(values, window + n_val), window)
             xs.append(x)
             ys.append(y)
             names.append(name)
+        if short:
+            logger.info("timeseries-stream: meta series %s left out of meta-training (fewer "
+                        "than window %d + meta_length %d + %d values)%s", ", ".join(short),
+                        window, self.meta_length, q, "" if xs else "; none is left")
         if not xs:
             return None
-        return SeriesTaskSampler(tuple(xs), tuple(ys), self.meta_length, tuple(names))
+        return SeriesTaskSampler(tuple(xs), tuple(ys), self.meta_length, tuple(names),
+                                 tuple(short))
 

@@ -11,7 +11,9 @@ import torch
 from baselines.multistage import MultistageConfig
 from harness import api
 from harness.config import BuildContext
-from harness.protocol import Experience, ScenarioSpec
+from harness.errors import HarnessError
+from harness.protocol import Experience, LabeledPool, ScenarioSpec
+from harness.registry import get_learner, make_config
 
 VEC = ScenarioSpec(input_shape=(2,), n_outputs=1, task="regression")
 IMG = ScenarioSpec(input_shape=(1, 28, 28), n_outputs=5)
@@ -171,3 +173,47 @@ def test_a_checkpoint_serves_streams_of_any_class_count() -> None:
     val.load_state_dict(scored.state_dict())
     assert val.predict(torch.zeros(2, 1, 28, 28)).shape == (2, 3)
     assert scored.predict(torch.zeros(2, 1, 28, 28)).shape == (2, 5)
+
+
+class _Long:
+    """10 experiences of 30 samples: x_t = t, so the trajectory shows which samples it took."""
+
+    def sample(self, g):
+        t = torch.arange(300.0).reshape(10, 30, 1).expand(10, 30, 2)
+        return [Experience(x=t[k], y=t[k, :, :1], x_test=t[k, :2], y_test=t[k, :2, :1])
+                for k in range(10)]
+
+
+def test_trajectory_takes_the_first_traj_len_over_n_of_each_experience() -> None:
+    learner = MultistageConfig(init="random", hidden=2, traj_len=25).build(BuildContext(spec=VEC))
+    x, _, xq, _ = learner._trajectory(_Long(), torch.Generator())
+    # 25 // 10 = 2 per experience: samples 0, 1, 30, 31, ..., 270, 271; every test set whole
+    assert x[:, 0].tolist() == [float(30 * k + i) for k in range(10) for i in range(2)]
+    assert len(xq) == 20
+
+
+@pytest.mark.parametrize("bad", [{"stages": "4"}, {"lr": "-0.1"}, {"inner_lr": "0"},
+                                 {"beta_m0": "1"}, {"traj_len": "0"}])
+def test_bad_values_are_harness_errors(bad) -> None:
+    with pytest.raises(HarnessError, match=next(iter(bad))):
+        make_config(get_learner("multistage"), None, bad)
+
+
+def test_classification_pretraining_uses_the_pools_classes() -> None:
+    g = torch.Generator().manual_seed(0)
+    protos = 3 * torch.randn(6, 4, generator=g)
+    y = torch.arange(6).repeat_interleave(20)
+    pool = LabeledPool(x=protos[y] + 0.1 * torch.randn(120, 4, generator=g), y=y, n_classes=6)
+    spec = ScenarioSpec(input_shape=(4,), n_outputs=3)
+    cfg = MultistageConfig(init="pretrain", stages=2, hidden=8, pretrain_steps=60,
+                           pretrain_batch=32, pretrain_lr=1e-2, checkpoint_every_s=1e9,
+                           n_meta_outputs=6)
+    learner = cfg.build(BuildContext(spec=spec))
+    learner.meta_train(pool, type("B", (), {"steps": 0, "seconds": 0.0})(), None, None)
+    with torch.no_grad():
+        acc = (learner.net.pre(learner.net.slow(pool.x)).argmax(1) == y).float().mean()
+    assert acc > 0.95  # six separable classes, learned by the pre-training layer
+    assert not learner.weights[-2].any()  # the stream's fast stage still starts at zero
+    small = MultistageConfig(init="pretrain", n_meta_outputs=5).build(BuildContext(spec=spec))
+    with pytest.raises(HarnessError, match="n_meta_outputs"):
+        small._pretrain_step(pool, torch.Generator())

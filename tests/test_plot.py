@@ -227,7 +227,7 @@ def test_error_over_time_marks_the_regime_changes(tmp_path: Path) -> None:
     curves = [line for line in ax.get_lines() if line.get_label() != "regime change"]
     assert [c.get_label() for c in curves] == [line.label for line in variant.lines]
     marks = [line for line in ax.get_lines() if line.get_label() == "regime change"]
-    assert [m.get_xdata()[0] for m in marks] == [6.0]  # the Nile's 1898 drop
+    assert [m.get_xdata()[0] for m in marks] == [7.0]  # the Nile: the new level from 1899
     log = load_arrays(variant.lines[0].csvs[0])["prequential"]
     window = max(1, len(log) // 60)
     assert np.allclose(curves[0].get_ydata(), np.convolve(log, np.ones(window) / window,

@@ -3,6 +3,7 @@ reads only the validation part, and the naive forecasts score what they should."
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,28 @@ def test_changed_package_data_is_a_data_error(monkeypatch) -> None:
     entry = ts.CATALOGUE["airline"]
     bad = ts.Series(lambda: np.asarray(entry.raw()) + 1.0, entry.season, entry.sha256, "river")
     monkeypatch.setitem(ts.CATALOGUE, "airline", bad)
-    with pytest.raises(DataError, match="river"):
+    with pytest.raises(DataError, match=r"install that version: pip install 'river==0\.26\.1'"):
         ts.load_series("airline")
+
+
+def test_missing_package_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
+    with pytest.raises(HarnessError, match=r"pip install -e '\.\[timeseries\]'"):
+        ts.load_series("nile")
+
+
+def test_transforms_by_hand() -> None:
+    co2 = ts.load_series("co2")
+    # weekly from Saturday 1958-03-29: March holds that one week, April the weeks of the 5th,
+    # 12th, 19th and 26th (317.3, 317.6, 317.5, 316.4)
+    assert co2[0] == 316.1 and co2[1] == pytest.approx((317.3 + 317.6 + 317.5 + 316.4) / 4)
+    assert len(co2) == 526  # March 1958 to December 2001
+    elnino = ts.load_series("elnino")
+    assert (elnino[0], elnino[11], elnino[12]) == (23.11, 21.80, 24.19)  # Jan, Dec 1950, Jan 1951
+    gdp = ts.load_series("gdp-growth")  # real GDP 2710.349 (1959q1), 2778.801 (1959q2)
+    assert gdp[0] == pytest.approx(100 * np.log(2778.801 / 2710.349)) and len(gdp) == 202
+    nile = ts.load_series("nile")
+    assert (nile[0], nile[27], nile[28]) == (1120.0, 1100.0, 774.0)  # 1871, 1898, 1899
 
 
 def test_windows_are_the_raw_values_scaled_by_the_validation_part(airline) -> None:
@@ -76,9 +97,12 @@ def test_seasonal_index_is_one_season_back(airline) -> None:
 
 def test_nile_change_point_and_parts() -> None:
     sc = TimeSeriesStreamConfig(series="nile", val_fraction=0.1).build(0)
-    # 100 values, window 12: 88 targets, 9 validation; 1898 is target 1898 - 1871 - 12 = 15,
-    # scored sample 15 - 9 = 6
-    assert sc.change_points == (6,)
+    # 100 values, window 12: 88 targets, 9 validation; the new level starts in 1899, target
+    # 1899 - 1871 - 12 = 16, scored sample 16 - 9 = 7
+    assert sc.change_points == (7,)
+    raw = ts.load_series("nile")
+    scale = (raw - raw[:21].mean()) / raw[:21].std()
+    assert sc.experiences[0].y[7, 0].item() == pytest.approx(scale[28], rel=1e-6)  # 774 (1899)
     assert sc.spec.seasonal == (11,)  # no season: seasonal-naive is persistence
     default = TimeSeriesStreamConfig(series="nile").build(0)
     assert default.change_points == ()  # the change falls in the validation part
@@ -94,6 +118,53 @@ def test_meta_training_never_holds_the_scored_series(airline) -> None:
     assert "co2" not in every.names and len(every.names) == len(ts.CATALOGUE) - 1
     with pytest.raises(HarnessError, match="never see it"):
         TimeSeriesStreamConfig(series="co2", meta_series="co2,nile")
+
+
+def test_parts_tile_the_targets_in_order() -> None:
+    sc = TimeSeriesStreamConfig(series="sunspots", meta_series="nile").build(0)
+    raw = ts.load_series("sunspots")
+    w = 12  # 297 targets: validation round(59.4) = 59, test round(44.55) = 45, scored 193
+    val, exp = sc.val_experiences[0], sc.experiences[0]
+    assert (val.n_train, exp.n_train, exp.n_test) == (59, 193, 45)
+    scale = (raw - raw[: w + 59].mean()) / raw[: w + 59].std()
+    every = torch.cat([val.y, exp.y, exp.y_test])[:, 0].double().numpy()
+    assert np.allclose(every, scale[w:], rtol=1e-6, atol=1e-6)  # each target once, in order
+    assert sc.spec.seasonal == (1,)  # season 11 in a window of 12
+    k = 40  # x[1] is the value 11 steps before the target: the target of sample k - 11
+    assert exp.x[k, 1].item() == exp.y[k - 11, 0].item()
+
+
+def test_seasonally_adjusted_series_declare_no_season() -> None:
+    sc = TimeSeriesStreamConfig(series="unemp", meta_series="nile").build(0)
+    assert sc.spec.persistence == sc.spec.seasonal == (11,)
+
+
+def test_max_length_cuts_the_series() -> None:
+    sc = TimeSeriesStreamConfig(series="airline", max_length=100, meta_series="nile").build(0)
+    # 100 values, 88 targets: validation round(17.6) = 18, test round(13.2) = 13, scored 57
+    sizes = (sc.val_experiences[0].n_train, sc.experiences[0].n_train, sc.experiences[0].n_test)
+    assert sizes == (18, 57, 13)
+    with pytest.raises(HarnessError, match="larger max_length"):
+        TimeSeriesStreamConfig(series="airline", max_length=14, meta_series="nile").build(0)
+
+
+def test_meta_series_too_short_are_left_out() -> None:
+    # nile has 100 values: fewer than window 12 + 90 + 22; co2 has 526
+    sc = TimeSeriesStreamConfig(series="airline", meta_length=90, meta_series="nile,co2").build(0)
+    assert sc.meta_train.names == ("co2",) and sc.meta_train.left_out == ("nile",)
+    none = TimeSeriesStreamConfig(series="airline", meta_length=500, meta_series="nile").build(0)
+    assert none.meta_train is None
+
+
+def test_published_variants() -> None:
+    sizes = {}
+    for name, params in TimeSeriesStreamConfig.VARIANTS.items():
+        built = TimeSeriesStreamConfig(**params, meta_series="co2" if name == "nile" else "nile"
+                                       ).build(0)
+        e = built.experiences[0]
+        sizes[name] = (built.val_experiences[0].n_train, e.n_train, e.n_test, built.change_points)
+    assert sizes == {"co2": (103, 334, 77, ()), "airline": (26, 86, 20, ()),
+                     "sunspots": (59, 193, 45, ()), "nile": (9, 66, 13, (7,))}
 
 
 def test_stream_is_deterministic(airline) -> None:
