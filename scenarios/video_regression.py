@@ -1,44 +1,60 @@
 """Regression streams from real video (docs/design.md D3): `video-nextframe` and
 `video-egomotion`.
 
-Frames come from the same loaders as `video-frames` (scenarios/video.py): the shipped clips by
+Frames come from the loaders of `video-frames` (scenarios/video.py): the shipped clips by
 default, or `--data-dir` with videos and a `labels.csv`, or a `<class>/<sequence>/<frame>.png`
-tree (labels are not used here; a clip is named by its file stem, or its sequence folder).
-Frames are centre-cropped, resized and converted to grey as the mean of R, G and B, in [0, 1].
+tree. Labels are not used here. A clip is one sequence, named by its video's file stem (plus
+`[start-end]` for a labelled segment of it) or `<class>-<sequence>` for a frame tree; two
+clips of one name are a DataError. Frames are centre-cropped, resized (area interpolation) and
+made grey with equal weights, (R + G + B) / 3, float32 in [0, 1]. Only the clips a scenario
+uses are decoded.
 
 `video-nextframe`: predict the frame `k` steps ahead from the current one. Each scored clip
 (`clips`, in order) is cut by frame index into a leading `val_fraction` (the validation
 stream), a trailing `test_fraction` (the held-out test segment) and the middle (the scored
 stream), `gap` frames left unused between the parts; a sample (x = frame t [1, S, S], y =
-frame t + k flattened [S*S]) belongs to a part when both of its frames do. One experience per
-clip, in temporal order, batch 1, tested on that clip's held-out segment; where one clip ends
-and the next starts is a regime change (`change_points`). Persistence (`spec.persistence`) is
-the current frame. The samples' targets are revealed right after each prediction, as in every
-stream of the harness: with k > 1 a learner has seen frame t + k - 1 when it predicts t + k.
+frame t + k flattened [S*S]) belongs to a part when both of its frames do, so the parts share
+no frame. One experience per clip, in temporal order, batch 1, tested on that clip's held-out
+segment (validation experiences: no test set); where one clip ends and the next starts is a
+regime change (`change_points`). Persistence (`spec.persistence`) is the current frame. The
+stream is the same for every seed. Targets are revealed right after each prediction, as in
+every stream of the harness: with k > 1 a learner has seen frame t + k - 1 when it predicts
+t + k. A scored clip too short for its three parts is an error naming it.
 
 `video-egomotion`: camera-motion regression with exact ground truth. A virtual camera, a
-square window of side `crop` x exp(z) pixels on frames decoded at `frame_size`, moves over the
-frames of the scored clips while the clip plays (one frame a step, back and forth at its ends,
-so there is no jump). Its motion per step (dx, dy, dz) is a regime velocity, redrawn from the
-seed every `regime_length` steps (dx, dy uniform in +-`speed` window sides, dz in
-+-`speed` / 4), plus Gaussian jitter of `jitter` times that scale per component, so the past
-alone predicts the next motion poorly; a step that would leave the frame (or the zoom range
-[-0.5, 0.3]) is reflected, and the target is the motion applied. Sample t: x = the windows at
-steps t and t + 1 resized to `image_size` and stacked [2, S, S]; y = (dx / side, dy / side,
-dz), side the window's side at zoom 0 (`output_names` dx, dy, zoom). The scored path runs over
-the middle frames of the clips and is drawn from the run seed, the validation path over the
-leading `val_fraction` of frames (seed derived 'val'), the test path over the trailing
-`test_fraction` (seed derived 'test'). One experience; the regime starts inside it are
+square window of side `crop` x exp(z) pixels on frames decoded at `frame_size`, moves over a
+clip while the clip plays (one frame a step, back and forth at its ends, so there is no jump).
+Its motion per step (dx, dy, dz) is a regime velocity, redrawn from the seed every
+`regime_length` steps (dx, dy uniform in +-`speed` window sides, dz in +-`speed` / 4), plus
+Gaussian jitter of `jitter` times that scale per component, so the last motion predicts the
+next one poorly; a step that would leave the frame (or the log-zoom range [-0.5, 0.3]) is
+reflected (and stopped at the limit if it still overshoots); the target is the motion
+applied. Sample t: x = the windows at steps t and t + 1, resized to `image_size` (bilinear)
+and stacked [2, S, S]; y = (dx, dy, zoom) (`output_names`): dx, dy in pixels of the input at
+zoom 0 (one is `crop` / `image_size` frame pixels), positive when the window moves right /
+down (the content shifts left / up); zoom = 100 dz, dz the change of the window's log side
+(about the percent it grows; positive: zooming out). With the defaults a regime moves up to
+1.6 px and 1.25 % a step, and the jitter's standard deviations are 0.8 px and 0.625 %. The
+scene's own motion between frames shows in the windows too; the target is the camera's alone.
+Each scored clip is cut as in `video-nextframe` (one frame between the parts): the scored path
+runs over the middle frames and is drawn from the run seed, the validation path over the
+leading `val_fraction` (seed derived 'val'), the test path over the trailing `test_fraction`
+(seed derived 'test'). With several clips, a path's steps are cut into equal consecutive
+blocks, one per clip in order, each playing its clip: the camera moves on across the cut, and
+no sample pairs frames of two clips. One experience; the regime starts inside it are
 `change_points`. No persistence in the input: the harness's persistence is the last target.
 
 Meta-training (`meta_train`, both scenarios): a `TaskSampler` over `meta_clips` (default:
 every clip not scored; never a scored one): one task is `meta_length` consecutive samples of
 a random meta clip from a random start (egomotion: a fresh path), its test set the
-max(1, meta_length // 4) samples after them. A clip too short for one task is left out.
+max(1, meta_length // 4) samples after them. A `video-nextframe` task needs meta_length +
+max(1, meta_length // 4) + k frames: a clip named in `meta_clips` that has fewer is an error,
+one of the default set is left out. No meta clip: `meta_train` is None.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.errors import HarnessError
+from harness.errors import DataError, HarnessError
 from harness.protocol import Experience, ScenarioSpec
 from scenarios.base import BuiltScenario, ScenarioConfig, bounded, derive_seed, generator
 from scenarios.video import SequenceSource, discover, sequence_frames, write_frame_tree
@@ -57,35 +73,52 @@ ZOOM_RANGE = (-0.5, 0.3)
 
 
 def clip_name(src: SequenceSource) -> str:
-    """A clip's name: its file stem, or its sequence folder for a frame tree."""
-    name = str(src.name)
-    return Path(name.split(" [")[0]).stem if "." in name else name.replace("/", "-")
+    """A clip's name: its video's file stem (plus a labelled segment's `[start-end]`), or
+    `<class>-<sequence>` for a frame tree."""
+    if src.path.is_dir():
+        return src.name.replace("/", "-")
+    segment = src.start is not None or src.end is not None
+    return src.path.stem + (src.name[src.name.rfind("[") :] if segment else "")
 
 
-def grey_clips(data_dir: Path | None, size: int, cache_dir: Path | None) -> dict[str, Tensor]:
-    """name -> float32 [N, size, size] grey frames in [0, 1], for every discovered clip."""
-    sources, _ = discover(data_dir)
-    out = {}
-    for src in sources:
-        frames = sequence_frames(src, size, 0.0, 0, cache_dir)
-        out[clip_name(src)] = torch.from_numpy(frames.astype(np.float32).mean(axis=3) / 255.0)
+def clip_sources(data_dir: Path | None) -> dict[str, SequenceSource]:
+    """name -> source of every discovered clip (None: the shipped clips)."""
+    out: dict[str, SequenceSource] = {}
+    for src in discover(data_dir)[0]:
+        name = clip_name(src)
+        if name in out:
+            raise DataError(f"{out[name].name} and {src.name} are both clip {name!r}; rename one "
+                            "of them")
+        out[name] = src
     return out
 
 
-def choose(names: str, available: dict[str, Tensor], what: str) -> list[str]:
+def grey_frames(src: SequenceSource, size: int, cache_dir: Path | None) -> Tensor:
+    """float32 [N, size, size] grey frames in [0, 1]: (R + G + B) / 3."""
+    frames = sequence_frames(src, size, 0.0, 0, cache_dir)
+    return torch.from_numpy(frames.astype(np.float32).mean(axis=3) / 255.0)
+
+
+def choose(names: str, available: dict[str, SequenceSource], what: str) -> list[str]:
+    """The clip names of a comma-separated `what` parameter, each checked to exist."""
     chosen = [n.strip() for n in names.split(",") if n.strip()]
+    listing = ", ".join(sorted(available))
+    if not chosen:
+        raise HarnessError(f"{what} names no clip; name one or more of {listing}")
     for n in chosen:
         if n not in available:
-            raise HarnessError(f"no clip {n!r} for {what}; the clips are "
-                               f"{', '.join(sorted(available))}")
+            raise HarnessError(f"no clip {n!r} for {what}; the clips are {listing}")
+    if len(set(chosen)) < len(chosen):
+        raise HarnessError(f"{what} names a clip twice; name each once")
     return chosen
 
 
 def meta_names(cfg: VideoNextFrameConfig | VideoEgomotionConfig,
-               clips: dict[str, Tensor], scored: list[str]) -> list[str]:
+               sources: dict[str, SequenceSource], scored: list[str]) -> list[str]:
+    """The meta-training clips: `meta_clips`, or every clip not scored; never a scored one."""
     if not cfg.meta_clips.strip():
-        return [n for n in sorted(clips) if n not in scored]
-    chosen = choose(cfg.meta_clips, clips, "meta_clips")
+        return [n for n in sorted(sources) if n not in scored]
+    chosen = choose(cfg.meta_clips, sources, "meta_clips")
     both = sorted(set(chosen) & set(scored))
     if both:
         raise HarnessError(f"meta_clips and clips share {', '.join(both)}; meta-training must "
@@ -97,6 +130,15 @@ def parts(n: int, val_fraction: float, test_fraction: float, gap: int) -> list[r
     """Frame ranges of the validation, scored and test parts of an n-frame clip."""
     n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
     return [range(0, n_val), range(n_val + gap, n - n_test - gap), range(n - n_test, n)]
+
+
+@dataclass(frozen=True, eq=False)
+class VideoRegression(BuiltScenario):
+    """A built video regression scenario: also where its regimes change (RegimeChanges)."""
+
+    change_points: tuple[int, ...] = ()
+    """Sample indices of the scored stream where a new clip (nextframe) or a new velocity
+    regime (egomotion) starts."""
 
 
 # -- video-nextframe --------------------------------------------------------------------------
@@ -124,13 +166,6 @@ class FrameTaskSampler:
         x, y = frame_pairs(frames, range(start, start + n), self.k)
         return [Experience(x=x[: self.length], y=y[: self.length], x_test=x[self.length :],
                            y_test=y[self.length :])]
-
-
-@dataclass(frozen=True, eq=False)
-class VideoRegression(BuiltScenario):
-    """A built video regression scenario: also where its regimes change."""
-
-    change_points: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -168,20 +203,25 @@ class VideoNextFrameConfig(ScenarioConfig):
         return write_frame_tree(Path(root) / "video", n_classes=2, seqs_per_class=1,
                                 n_frames=30)
 
+    def task_frames(self) -> int:
+        """Frames one meta-training task spans."""
+        return self.meta_length + max(1, self.meta_length // 4) + self.k
+
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> VideoRegression:
         """The stream (the same for every seed: frames are in temporal order)."""
-        clips = grey_clips(data_dir, self.image_size, cache_dir)
-        scored = choose(self.clips, clips, "clips")
+        sources = clip_sources(data_dir)
+        scored = choose(self.clips, sources, "clips")
         exps, vals, changes, seen = [], [], [], 0
         for name in scored:
-            val, main, test = parts(len(clips[name]), self.val_fraction, self.test_fraction,
-                                    self.gap)
-            pairs = [frame_pairs(clips[name], p, self.k) for p in (val, main, test)]
+            frames = grey_frames(sources[name], self.image_size, cache_dir)
+            cut = parts(len(frames), self.val_fraction, self.test_fraction, self.gap)
+            pairs = [frame_pairs(frames, p, self.k) for p in cut]
             if min(len(x) for x, _ in pairs) < 1:
-                raise HarnessError(f"clip {name!r} ({len(clips[name])} frames) is too short "
-                                   f"for k={self.k}, gap={self.gap} and these fractions; lower "
-                                   "them or drop the clip")
+                raise HarnessError(f"clip {name!r} ({len(frames)} frames) is too short for "
+                                   f"k={self.k}, gap={self.gap}, val_fraction="
+                                   f"{self.val_fraction} and test_fraction={self.test_fraction};"
+                                   " lower them or drop the clip")
             (xv, yv), (x, y), (xt, yt) = pairs
             exps.append(Experience(x=x, y=y, x_test=xt, y_test=yt, task_id=len(exps),
                                    name=name))
@@ -190,9 +230,15 @@ class VideoNextFrameConfig(ScenarioConfig):
             if seen:
                 changes.append(seen)
             seen += len(x)
-        meta = [clips[n] for n in meta_names(self, clips, scored)]
-        meta = [c for c in meta if len(c) >= self.meta_length + self.meta_length // 4 + 1
-                + self.k]
+        meta = []
+        for name in meta_names(self, sources, scored):
+            frames = grey_frames(sources[name], self.image_size, cache_dir)
+            if len(frames) >= self.task_frames():
+                meta.append(frames)
+            elif self.meta_clips.strip():
+                raise HarnessError(f"meta clip {name!r} ({len(frames)} frames) is shorter than "
+                                   f"one task ({self.task_frames()} frames); lower meta_length "
+                                   "or drop the clip")
         s = self.image_size
         return self.built(
             VideoRegression, seed,
@@ -209,9 +255,8 @@ class VideoNextFrameConfig(ScenarioConfig):
 
 def camera_path(steps: int, g: torch.Generator, half: float, regime_length: int, speed: float,
                 jitter: float) -> tuple[Tensor, Tensor]:
-    """Poses [steps + 1, 3] (cx, cy in normalised frame coordinates, log-zoom z) and the
-    regime starts. Units of a motion: dx, dy in window sides at zoom 0 (2 * half), dz in
-    log-zoom."""
+    """Poses [steps + 1, 3] (cx, cy in normalised frame coordinates, -1..1; log-zoom z) and
+    the regime starts. `speed` is in window sides at zoom 0 (2 * half) per step."""
     poses = torch.zeros(steps + 1, 3, dtype=torch.float64)
     side = 2 * half
     scale = torch.tensor([speed, speed, speed / 4], dtype=torch.float64)
@@ -230,13 +275,15 @@ def camera_path(steps: int, g: torch.Generator, half: float, regime_length: int,
         if not ZOOM_RANGE[0] <= float(new[2]) <= ZOOM_RANGE[1]:
             step[2], v[2] = -step[2], -v[2]
         poses[t + 1] = poses[t] + step
+        poses[t + 1, 2] = poses[t + 1, 2].clamp(*ZOOM_RANGE)  # a reflected step can overshoot
         h = half * torch.exp(poses[t + 1, 2])
         poses[t + 1, :2] = poses[t + 1, :2].clamp(-1 + h, 1 - h)
     return poses, torch.tensor(starts)
 
 
 def crops(frames: Tensor, poses: Tensor, half: float, size: int) -> Tensor:
-    """Windows [len(poses), size, size] of `frames` [len(poses), F, F] at `poses`."""
+    """Windows [len(poses), size, size] of `frames` [len(poses), F, F] at `poses`, all in one
+    batched bilinear `grid_sample`."""
     n = len(poses)
     theta = torch.zeros(n, 2, 3)
     scale = (half * torch.exp(poses[:, 2])).float()
@@ -266,7 +313,7 @@ class EgomotionTaskSampler:
         frames = self.clips[int(torch.randint(len(self.clips), (1,), generator=generator))]
         q = max(1, self.cfg.meta_length // 4)
         start = int(torch.randint(len(frames), (1,), generator=generator))
-        x, y, _ = self.cfg.samples(frames, self.cfg.meta_length + q, generator, start)
+        x, y, _ = self.cfg.samples([frames], self.cfg.meta_length + q, generator, start)
         n = self.cfg.meta_length
         return [Experience(x=x[:n], y=y[:n], x_test=x[n:], y_test=y[n:])]
 
@@ -282,7 +329,8 @@ class VideoEgomotionConfig(ScenarioConfig):
     frame_size: int = bounded(96, ge=16, le=512)
     """Side of the decoded frames the window moves on."""
     crop: int = bounded(48, ge=4)
-    """Window side at zoom 0, pixels of the decoded frame (less than frame_size)."""
+    """Window side at zoom 0, pixels of the decoded frame (the window zoomed out by e^0.3
+    must fit in the frame)."""
     image_size: int = bounded(32, ge=4, le=128)
     """Side of each window in the input."""
     steps: int = bounded(1500, ge=2, le=100_000)
@@ -313,45 +361,64 @@ class VideoEgomotionConfig(ScenarioConfig):
 
     @staticmethod
     def fake_data(root: Path) -> Path:
+        """A tiny frame tree under `root` (needs no decoder)."""
         return write_frame_tree(Path(root) / "video", n_classes=2, seqs_per_class=1,
                                 n_frames=30)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.crop >= self.frame_size:
-            raise HarnessError(f"crop={self.crop} must be smaller than frame_size="
-                               f"{self.frame_size}")
+        if self.crop * math.exp(ZOOM_RANGE[1]) >= self.frame_size:
+            most = math.ceil(self.frame_size * math.exp(-ZOOM_RANGE[1])) - 1
+            raise HarnessError(f"crop={self.crop} is too large for frame_size={self.frame_size}"
+                               f" (the window zoomed out must fit in the frame); use crop <= "
+                               f"{most} or a larger frame_size")
 
     @property
     def half(self) -> float:
         """Half the window's side at zoom 0, in normalised frame coordinates."""
         return self.crop / self.frame_size
 
-    def samples(self, frames: Tensor, steps: int, g: torch.Generator,
+    def samples(self, clips: list[Tensor], steps: int, g: torch.Generator,
                 start: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-        """(x [steps, 2, S, S], y [steps, 3], regime starts) of a fresh path over `frames`."""
+        """(x [steps, 2, S, S], y [steps, 3], regime starts) of a fresh path whose steps are
+        cut into equal consecutive blocks, one per clip (frames [N, F, F]); the first block's
+        clip starts at frame `start`."""
         poses, starts = camera_path(steps, g, self.half, self.regime_length, self.speed,
                                     self.jitter)
-        idx = pingpong(len(frames), steps + 1, start)
-        w = crops(frames[idx], poses, self.half, self.image_size)
+        xs = []
+        for j, block in enumerate(np.array_split(np.arange(steps), len(clips))):
+            if len(block) == 0:
+                continue
+            first = int(block[0])
+            idx = pingpong(len(clips[j]), len(block) + 1, start if j == 0 else 0)
+            w = crops(clips[j][idx], poses[first : first + len(block) + 1], self.half,
+                      self.image_size)
+            xs.append(torch.stack([w[:-1], w[1:]], dim=1))
         unit = torch.tensor([2 * self.half / self.image_size] * 2 + [0.01], dtype=torch.float64)
         motion = (poses[1:] - poses[:-1]) / unit
-        return torch.stack([w[:-1], w[1:]], dim=1).contiguous(), motion.float(), starts
+        return torch.cat(xs).contiguous(), motion.float(), starts
 
     def build(self, seed: int, data_dir: Path | None = None,
               cache_dir: Path | None = None) -> VideoRegression:
         """The stream; its path comes from the seed."""
-        clips = grey_clips(data_dir, self.frame_size, cache_dir)
-        scored = choose(self.clips, clips, "clips")
-        cut = [parts(len(clips[n]), self.val_fraction, self.test_fraction, 1) for n in scored]
-        if any(len(p) < 1 for c in cut for p in c):
-            raise HarnessError("a scored clip is too short for these fractions; lower them")
-        pick = [torch.cat([clips[n][c[i]] for n, c in zip(scored, cut, strict=True)])
-                for i in range(3)]
-        x, y, starts = self.samples(pick[1], self.steps, generator(seed))
-        xv, yv, _ = self.samples(pick[0], self.val_steps, generator(derive_seed(seed, "val")))
-        xt, yt, _ = self.samples(pick[2], self.test_steps, generator(derive_seed(seed, "test")))
-        meta = tuple(clips[n] for n in meta_names(self, clips, scored))
+        sources = clip_sources(data_dir)
+        scored = choose(self.clips, sources, "clips")
+        split: list[list[Tensor]] = [[], [], []]  # validation, scored and test frames per clip
+        for name in scored:
+            frames = grey_frames(sources[name], self.frame_size, cache_dir)
+            cut = parts(len(frames), self.val_fraction, self.test_fraction, 1)
+            if min(len(p) for p in cut) < 1:
+                raise HarnessError(f"clip {name!r} ({len(frames)} frames) is too short for "
+                                   f"val_fraction={self.val_fraction} and test_fraction="
+                                   f"{self.test_fraction}; lower them or drop the clip")
+            for i, p in enumerate(cut):
+                split[i].append(frames[p.start : p.stop])
+        x, y, starts = self.samples(split[1], self.steps, generator(seed))
+        xv, yv, _ = self.samples(split[0], self.val_steps, generator(derive_seed(seed, "val")))
+        xt, yt, _ = self.samples(split[2], self.test_steps,
+                                 generator(derive_seed(seed, "test")))
+        meta = tuple(grey_frames(sources[n], self.frame_size, cache_dir)
+                     for n in meta_names(self, sources, scored))
         s = self.image_size
         return self.built(
             VideoRegression, seed,
