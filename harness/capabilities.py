@@ -200,7 +200,7 @@ class RegimeChanges(Protocol):
     change_points: tuple[int, ...]
     """Indices, in the scored stream's sample order, where a new regime starts (the learner is
     never told); the harness reports the error after each change and the recovery time
-    (`harness.metrics.recovery_steps`) and the figures mark them."""
+    (`harness.metrics.recovery`) and the figures mark them."""
 
 
 @runtime_checkable

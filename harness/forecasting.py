@@ -25,7 +25,7 @@ from torch import Tensor
 from harness import metrics
 from harness.capabilities import RegimeChanges
 from harness.protocol import Experience, Scenario, ScenarioSpec
-from harness.runner import StreamRecord
+from harness.runner import StreamRecord, residuals
 
 RECOVERY_WINDOW = 25
 """Samples averaged before and after a regime change (`harness.metrics.recovery`)."""
@@ -54,7 +54,7 @@ def _offsets(experiences: Sequence[Experience]) -> list[int]:
 
 def _errors(pred: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample squared and absolute errors averaged over dims, as the runner scores them."""
-    diff = pred - y.reshape(pred.shape).float()
+    diff = residuals(pred, y.float())
     return (diff**2).mean(dim=1).numpy(), diff.abs().mean(dim=1).numpy()
 
 

@@ -77,11 +77,16 @@ def _check_output(out: object, batch: int, spec: ScenarioSpec, where: str) -> Te
     return out
 
 
+def residuals(out: Tensor, y: Tensor) -> Tensor:
+    """Regression: output minus target, per sample and output dim."""
+    return out - y.reshape(out.shape)
+
+
 def _score(out: Tensor, y: Tensor, task: str) -> Tensor:
-    """Per-sample hits (classification) or squared errors summed over output dims."""
+    """Per-sample hits (classification) or squared errors averaged over output dims."""
     if task == "classification":
         return (out.argmax(dim=1) == y).float()
-    return ((out - y.reshape(out.shape)) ** 2).mean(dim=1)
+    return (residuals(out, y) ** 2).mean(dim=1)
 
 
 def _set_mode(learner: Learner, training: bool) -> None:
@@ -144,12 +149,14 @@ def _train_on(learner: Learner, exp: Experience, i: int, spec: ScenarioSpec, dev
         with torch.no_grad():
             # A clone, so a learner cannot keep or alter the runner's copy of the stream.
             out = _check_output(learner.predict(x.clone()), b, spec, "predict")
-        log.preq[seen : seen + b] = _score(out, y, spec.task).cpu()
-        if len(log.preq_abs):
-            diff = (out - y.reshape(out.shape)).cpu()
-            log.preq_abs[seen : seen + b] = diff.abs().mean(dim=1)
+        if len(log.preq_abs):  # regression: one residual for every error record
+            diff = residuals(out, y)
+            log.preq[seen : seen + b] = (diff**2).mean(dim=1).cpu()
+            log.preq_abs[seen : seen + b] = diff.abs().mean(dim=1).cpu()
             if len(log.preq_dims):
-                log.preq_dims[seen : seen + b] = diff**2
+                log.preq_dims[seen : seen + b] = (diff**2).cpu()
+        else:
+            log.preq[seen : seen + b] = _score(out, y, spec.task).cpu()
         log.preq_exp[seen : seen + b] = i
         learner.observe(x.clone(), y.clone())
         log.seen = seen + b
