@@ -37,11 +37,11 @@ from harness.cli_common import (
     ThreadsOpt,
     TimeoutOpt,
     VerboseOpt,
+    command_setup,
     error_line,
     fail,
     guard,
     out,
-    session,
     set_threads,
 )
 from harness.cli_list import list_cmd
@@ -146,7 +146,7 @@ def run(
     debug: DebugOpt = False,
 ) -> None:
     """Run one learner on one scenario (and its reference baselines on the same stream)."""
-    with guard(debug), session(threads, quiet, verbose) as start:
+    with guard(debug), command_setup(threads, quiet, verbose) as start:
         from harness.registry import get_learner
 
         refs = list(get_learner(learner).compare_with) if baselines is None else (
@@ -170,7 +170,7 @@ def compare_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Run several learners on identical streams for each seed; write the leaderboard."""
-    with guard(debug), session(threads, quiet, verbose) as start:
+    with guard(debug), command_setup(threads, quiet, verbose) as start:
         names = inputs.names(learners, "--learners")
         _run_all(scenario, names, inputs.parse_seeds(seeds), preset, device, out_dir,
                  cache_dir, data_dir, sets, eval_every, no_tune, timeout, start,
@@ -188,7 +188,7 @@ def check(
     debug: DebugOpt = False,
 ) -> None:
     """Run the conformance checks on a learner (yours or a registered one)."""
-    with guard(debug), session(threads, quiet, verbose):
+    with guard(debug), command_setup(threads, quiet, verbose):
         from harness.check import check_learner
 
         results = check_learner(target, scenario)

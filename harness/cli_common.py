@@ -158,8 +158,8 @@ def _handler(level: int) -> logging.Handler:
 
 
 @contextmanager
-def session(threads: int | None = None, quiet: bool = False, verbose: bool = False
-            ) -> Iterator[Callable[[], Any]]:
+def command_setup(threads: int | None = None, quiet: bool = False, verbose: bool = False
+                  ) -> Iterator[Callable[[], Any]]:
     """One command's setup: --threads (after the command wins over before it), the "harness"
     logger's level and a handler on stderr for the command's duration; yields a function
     that makes the progress context (`progress()`)."""

@@ -21,10 +21,10 @@ from harness.cli_common import (
     QuietOpt,
     ThreadsOpt,
     VerboseOpt,
+    command_setup,
     err,
     guard,
     out,
-    session,
 )
 from harness.cli_tables import Col, FitTable
 
@@ -166,7 +166,7 @@ def sweep_cmd(
     debug: DebugOpt = False,
 ) -> None:
     """Run every cell of a grid that is missing; a killed sweep started again resumes."""
-    with guard(debug), session(threads, quiet, verbose):
+    with guard(debug), command_setup(threads, quiet, verbose):
         from harness import cli_inputs as inputs
         from harness.cli_results import show_leaderboard
         from harness.experiment import RunConfig
