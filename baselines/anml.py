@@ -12,6 +12,10 @@ Meta-training (paper): per step one meta-train class; that class's output row is
 the prediction net (trunk + output layer); outer loss: cross-entropy at the adapted weights on
 those 20 images plus 64 random meta-train images; Adam 1e-3 on both nets; 20,000 steps.
 `order` selects the exact second-order meta-gradient or the first-order approximation.
+The inner loop does not change the neuromodulatory net, so the gates of the 20 trajectory
+images are computed in one batched pass before it (the same values as 20 single-image passes,
+up to rounding), and each inner SGD step updates all fast weights in one fused operation
+(docs/profile-meta-step.md).
 
 Meta-test (`omniglot-stream`): the gated features are frozen; a zero-initialized linear layer
 for the stream's classes learns by SGD, one image at a time (see baselines/headonly.py).
@@ -31,6 +35,7 @@ practice; add `--set channels=3` for the paper's 3 x 28 x 28 input of replicated
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,6 +71,10 @@ class ANMLConfig(HeadOnlyConfig):
     """Reset the trajectory class's output row before the inner loop (paper: yes)."""
 
     KIND: ClassVar[str] = "anml"
+    ARITHMETIC: ClassVar[int] = 2
+    """Version of the network's arithmetic, part of the checkpoint key: a cached network made
+    with other arithmetic is retrained, not reused. 2: `PerImageNorm`, and each trajectory's
+    gates in one batched pass, the inner SGD step as one fused update (harness 0.3)."""
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"nm_channels": 32, "pred_channels": 64, "order": "first",
                   "meta_steps": 3000, "pretrain_steps": 1000},
@@ -78,6 +87,9 @@ class ANMLConfig(HeadOnlyConfig):
         self._check_common()
         check_range(self, "nm_channels", "pred_channels", "n_meta_outputs", "inner_steps", ge=1)
         check_range(self, "remember", ge=0)
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        return {**super().checkpoint_key(), "arithmetic": self.ARITHMETIC}
 
     def build(self, ctx: BuildContext) -> ANMLLearner:
         return ANMLLearner(self.for_seed(ctx.seed), ctx)
@@ -111,10 +123,16 @@ class ANMLLearner(HeadOnlyLearner):
         x_traj, y_traj = pool.x[traj].to(self.device), pool.y[traj].to(self.device)
         if cfg.reset_row:
             reset_rows(self.net.head.weight, [c], gen)
+        first_order = cfg.order == "first"
+        # The gates do not change in the inner loop (it adapts the prediction net only): one
+        # batched pass gives the whole trajectory's. First order treats them as constants, as
+        # it does the slow weights; second order keeps their graph.
+        with torch.no_grad() if first_order else contextlib.nullcontext():
+            gates = self.net.gates(x_traj)
         fast, slow = self._fm.params()
-        adapted = inner_loop(self._fm, fast, slow, x_traj[:, None], y_traj[:, None],
-                             loss_fn=F.cross_entropy, lr=cfg.inner_lr,
-                             first_order=cfg.order == "first")
+        adapted = inner_loop(self._fm, fast, slow, (x_traj[:, None], gates[:, None]),
+                             y_traj[:, None], loss_fn=F.cross_entropy, lr=cfg.inner_lr,
+                             first_order=first_order, fused=True)
         x_out = torch.cat([x_traj, pool.x[rem].to(self.device)])
         y_out = torch.cat([y_traj, pool.y[rem].to(self.device)])
         return F.cross_entropy(self._fm(adapted, slow, x_out), y_out)

@@ -43,8 +43,9 @@ from harness.protocol import Budget, LabeledPool
 
 def anml_minimal_step(net: nn.Module, pool: LabeledPool, gen: torch.Generator,
                       cfg: ANMLConfig) -> Tensor:
-    """First-order ANML: one class's 20 single-image SGD steps on pred + head, then the
-    outer loss at the adapted weights on those 20 images and 64 others."""
+    """First-order ANML: the trajectory's gates in one pass, one class's 20 single-image SGD
+    steps on pred + head, then the outer loss at the adapted weights on those 20 images and 64
+    others."""
     c = int(pool.sample_classes(1, gen)[0])
     traj = pool.sample_from_class(c, cfg.inner_steps, gen)
     rem = pool.sample_random(cfg.remember, gen)
@@ -55,12 +56,16 @@ def anml_minimal_step(net: nn.Module, pool: LabeledPool, gen: torch.Generator,
     slow = {n: p for n, p in params.items() if n not in fast_names}
     slow_detached = {n: p.detach() for n, p in slow.items()}
     fast = {n: params[n] for n in fast_names}
+    with torch.no_grad():
+        gates = net.gates(xt)
     for i in range(len(traj)):
         leaves = {n: p.detach().requires_grad_() for n, p in fast.items()}
-        logits = torch.func.functional_call(net, {**slow_detached, **leaves}, (xt[i : i + 1],))
+        logits = torch.func.functional_call(net, {**slow_detached, **leaves},
+                                            (xt[i : i + 1], gates[i : i + 1]))
         grads = torch.autograd.grad(F.cross_entropy(logits, yt[i : i + 1]),
                                     list(leaves.values()))
-        fast = {n: p - cfg.inner_lr * g for (n, p), g in zip(fast.items(), grads, strict=True)}
+        fast = dict(zip(fast, torch._foreach_add(list(fast.values()), list(grads),
+                                                 alpha=-cfg.inner_lr), strict=True))
     x = torch.cat([xt, pool.x[rem]])
     y = torch.cat([yt, pool.y[rem]])
     return F.cross_entropy(torch.func.functional_call(net, {**slow, **fast}, (x,)), y)

@@ -5,7 +5,7 @@ The Python API (`harness.api`; heavy modules are imported only when a function i
 leaderboard functions on run rows are in the subpackage `harness.leaderboard`.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from harness.api import compare, leaderboard_table, load_runs, run  # noqa: E402
 

@@ -28,6 +28,10 @@ Learning rates (`lr`): a float or scalar Tensor for all parameters; a 1-D Tensor
 (per-parameter, optionally per-step, as in Meta-SGD / MAML++). A Tensor with requires_grad
 is learned by the outer loop.
 
+Inputs (`x`, `xs`): a Tensor, or a tuple of Tensors passed to the module as positional
+arguments (e.g. ANML's images and their precomputed gates); `inner_loop` indexes each
+member of the tuple by step.
+
 Buffers (e.g. BatchNorm running statistics) are passed to every call unchanged. Modules
 whose forward writes buffers (BatchNorm in train mode with running statistics) cannot be
 vmapped: use eval mode, `track_running_stats=False`, or a per-sample normalization.
@@ -43,11 +47,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 Params = dict[str, Tensor]
+Inputs = Tensor | tuple[Tensor, ...]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 LR = float | Tensor | Mapping[str, float | Tensor]
 
 __all__ = [
     "FunctionalModel",
+    "Inputs",
     "Params",
     "adapt",
     "detach_params",
@@ -136,13 +142,27 @@ def lr_for(lr: LR, name: str, step: int | None = None) -> float | Tensor:
 
 
 def sgd_update(params: Mapping[str, Tensor], grads: Mapping[str, Tensor], lr: LR,
-               step: int | None = None) -> Params:
-    """One plain SGD step: `p - lr * g` for every parameter (differentiable)."""
+               step: int | None = None, fused: bool = False) -> Params:
+    """One plain SGD step: `p - lr * g` for every parameter (differentiable).
+
+    `fused` (a float `lr` only): one `torch._foreach_add(params, grads, alpha=-lr)` call for all
+    parameters instead of two operators per parameter. It computes `p + (-lr) * g` in one
+    kernel, which does not round as `p - lr * g` does (docs/profile-meta-step.md).
+    """
+    if fused and isinstance(lr, float):
+        names = list(params)
+        new = torch._foreach_add([params[k] for k in names], [grads[k] for k in names],
+                                 alpha=-lr)
+        return dict(zip(names, new, strict=True))
     return {k: p - lr_for(lr, k, step) * grads[k] for k, p in params.items()}
 
 
+def _args(x: Inputs) -> tuple[Tensor, ...]:
+    return x if isinstance(x, tuple) else (x,)
+
+
 def inner_grads(fm: FunctionalModel, fast: Mapping[str, Tensor], slow: Mapping[str, Tensor],
-                x: Tensor, y: Tensor, loss_fn: LossFn, first_order: bool = False
+                x: Inputs, y: Tensor, loss_fn: LossFn, first_order: bool = False
                 ) -> tuple[Params, Tensor]:
     """Gradient of `loss_fn(fm(fast, slow, x), y)` with respect to `fast`, and the loss.
 
@@ -155,7 +175,7 @@ def inner_grads(fm: FunctionalModel, fast: Mapping[str, Tensor], slow: Mapping[s
         return _autograd_grads(fm, fast, slow, x, y, loss_fn, first_order)
 
     def loss_of(f: Params) -> tuple[Tensor, Tensor]:
-        loss = loss_fn(fm(f, slow, x), y)
+        loss = loss_fn(fm(f, slow, *_args(x)), y)
         return loss, loss.detach()
 
     g, loss = grad(loss_of, has_aux=True)(dict(fast))
@@ -175,7 +195,7 @@ def _autograd_applies(fast: Mapping[str, Tensor], first_order: bool) -> bool:
 
 
 def _autograd_grads(fm: FunctionalModel, fast: Mapping[str, Tensor],
-                    slow: Mapping[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn,
+                    slow: Mapping[str, Tensor], x: Inputs, y: Tensor, loss_fn: LossFn,
                     first_order: bool) -> tuple[Params, Tensor]:
     """`inner_grads` by `torch.autograd.grad` (first order: on detached leaf copies, without a
     graph; second order: with `create_graph`). Measured bit-identical to the torch.func path
@@ -183,32 +203,36 @@ def _autograd_grads(fm: FunctionalModel, fast: Mapping[str, Tensor],
     with torch.enable_grad():
         if first_order:
             fast = {k: v.requires_grad_() for k, v in fast.items()}
-        loss = loss_fn(fm(fast, slow, x), y)
+        loss = loss_fn(fm(fast, slow, *_args(x)), y)
         g = torch.autograd.grad(loss, list(fast.values()), create_graph=not first_order)
     return dict(zip(fast, g, strict=True)), loss.detach()
 
 
 def inner_step(fm: FunctionalModel, fast: Mapping[str, Tensor], slow: Mapping[str, Tensor],
-               x: Tensor, y: Tensor, *, loss_fn: LossFn, lr: LR, first_order: bool = False,
-               step: int | None = None) -> Params:
+               x: Inputs, y: Tensor, *, loss_fn: LossFn, lr: LR, first_order: bool = False,
+               step: int | None = None, fused: bool = False) -> Params:
     """One SGD step of the fast weights on the batch (x, y): the new fast dict."""
     g, _ = inner_grads(fm, fast, slow, x, y, loss_fn, first_order)
-    return sgd_update(fast, g, lr, step)
+    return sgd_update(fast, g, lr, step, fused)
 
 
 def inner_loop(fm: FunctionalModel, fast: Mapping[str, Tensor], slow: Mapping[str, Tensor],
-               xs: Tensor, ys: Tensor, *, loss_fn: LossFn, lr: LR, first_order: bool = False
-               ) -> Params:
+               xs: Inputs, ys: Tensor, *, loss_fn: LossFn, lr: LR, first_order: bool = False,
+               fused: bool = False) -> Params:
     """Sequential SGD over a trajectory (OML/ANML): step i uses the batch (xs[i], ys[i]).
 
-    `xs` has a leading step dimension: e.g. [20, 1, C, H, W] for 20 single-image steps.
+    `xs` (each member, if a tuple) has a leading step dimension: e.g. [20, 1, C, H, W] for 20
+    single-image steps. `fused`: as in `sgd_update`.
     """
-    if len(xs) != len(ys):
-        raise ValueError(f"xs and ys differ in number of steps ({len(xs)} vs {len(ys)})")
+    members = _args(xs)
+    if any(len(t) != len(ys) for t in members):
+        raise ValueError(f"xs and ys differ in number of steps "
+                         f"({[len(t) for t in members]} vs {len(ys)})")
     out = dict(fast)
-    for i in range(len(xs)):
-        out = inner_step(fm, out, slow, xs[i], ys[i], loss_fn=loss_fn, lr=lr,
-                         first_order=first_order, step=i)
+    for i in range(len(ys)):
+        x = tuple(t[i] for t in members) if isinstance(xs, tuple) else xs[i]
+        out = inner_step(fm, out, slow, x, ys[i], loss_fn=loss_fn, lr=lr,
+                         first_order=first_order, step=i, fused=fused)
     return out
 
 
