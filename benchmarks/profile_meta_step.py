@@ -16,8 +16,10 @@ steps, 64 remembered images) it measures, in one process:
      timed in fresh processes, alternately); the max-pool through PyTorch's NCHW kernel
      (`nn.MaxPool2d`) against baselines/networks/pool.py; inner gradients by torch.func.grad
      against torch.autograd.grad; the whole step at 1 and 2 threads; the fast weights' SGD
-     update by `torch._foreach_*`; channels-last instance norm; `torch.compile` (whether it
-     runs here and how far its gradients are from eager ones).
+     update by `torch._foreach_add` against `p - lr * g`; the trajectory's gates in one batched
+     pass against one per inner step; `PerImageNorm` (group_norm) against nn.InstanceNorm2d,
+     in the step and alone (also channels-last); `torch.compile` (whether it runs here and how
+     far its gradients are from eager ones).
 Results go to benchmarks/results/profile_meta_step.{json,md}.
 """
 
@@ -43,6 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 import harness.meta as meta_module
 from baselines.anml import ANMLConfig, ANMLLearner
 from baselines.headonly import reset_rows
+from baselines.networks.oml_anml import PerImageNorm
 from baselines.networks.pool import MaxPool2d
 from harness import checkpoint
 from harness.config import BuildContext
@@ -50,13 +53,17 @@ from harness.experiment import build_scenario
 from harness.memory import keep_freed_memory
 from harness.meta import inner_loop
 
-PHASES = ("sample", "inner loop", "outer forward", "backward", "adam", "bookkeeping")
+PHASES = ("sample", "gates", "inner loop", "outer forward", "backward", "adam", "bookkeeping")
 
 
 def learner_and_pool() -> tuple[ANMLLearner, Any]:
     scenario = build_scenario("omniglot-stream", 0, None, {})
     learner = ANMLConfig(**ANMLConfig.PRESETS["quick"]).build(BuildContext(spec=scenario.spec))
     return learner, scenario.meta_train
+
+
+OPTIONS = {"batched_gates": True, "fused": True}
+"""How `phased_step` runs: as the learner does (True), or the older way (candidates)."""
 
 
 def phased_step(lrn: ANMLLearner, pool: Any, gen: torch.Generator, opt: torch.optim.Optimizer,
@@ -79,9 +86,14 @@ def phased_step(lrn: ANMLLearner, pool: Any, gen: torch.Generator, opt: torch.op
     reset_rows(lrn.net.head.weight, [c], gen)
     x_out, y_out = torch.cat([x_traj, pool.x[rem]]), torch.cat([y_traj, pool.y[rem]])
     lap("sample")
+    xs: Any = x_traj[:, None]
+    if OPTIONS["batched_gates"]:
+        with torch.no_grad():
+            xs = (xs, lrn.net.gates(x_traj)[:, None])
+    lap("gates")
     fast, slow = lrn._fm.params()
-    adapted = inner_loop(lrn._fm, fast, slow, x_traj[:, None], y_traj[:, None],
-                         loss_fn=F.cross_entropy, lr=cfg.inner_lr, first_order=True)
+    adapted = inner_loop(lrn._fm, fast, slow, xs, y_traj[:, None], loss_fn=F.cross_entropy,
+                         lr=cfg.inner_lr, first_order=True, fused=OPTIONS["fused"])
     lap("inner loop")
     loss = F.cross_entropy(lrn._fm(adapted, slow, x_out), y_out)
     lap("outer forward")
@@ -114,6 +126,19 @@ def interleaved(step: Callable[[], None], set_a: Callable[[], None],
             setup()
             times[k].append(seconds_per_step(step, n))
     return statistics.median(times[0]), statistics.median(times[1])
+
+
+def swap_norms(net: nn.Module, to_group: bool) -> None:
+    """Swap every per-image norm between `PerImageNorm` (group_norm) and nn.InstanceNorm2d,
+    keeping the same Parameter objects (Adam's state stays attached)."""
+    for module in net.modules():
+        if isinstance(module, nn.Sequential):
+            for i, m in enumerate(module):
+                if isinstance(m, PerImageNorm if not to_group else nn.InstanceNorm2d):
+                    new = (PerImageNorm(m.weight.shape[0]) if to_group
+                           else nn.InstanceNorm2d(m.weight.shape[0], affine=True))
+                    new.weight, new.bias = m.weight, m.bias
+                    module[i] = new
 
 
 def swap_pools(net: nn.Module, to_fast: bool) -> None:
@@ -263,6 +288,15 @@ def main() -> None:
     def use_autograd() -> None:
         meta_module._autograd_applies = applies
 
+    def use_instance_norm() -> None:
+        swap_norms(lrn.net, to_group=False)
+
+    def use_group_norm() -> None:
+        swap_norms(lrn.net, to_group=True)
+
+    def option(key: str, value: bool) -> Callable[[], None]:
+        return lambda: OPTIONS.__setitem__(key, value)
+
     def threads_1() -> None:
         torch.set_num_threads(1)
 
@@ -282,21 +316,24 @@ def main() -> None:
              ("baselines/networks/pool.py", use_fast_pool)),
             (("inner gradients by torch.func.grad", use_func_grad),
              ("inner gradients by torch.autograd.grad", use_autograd)),
+            (("nn.InstanceNorm2d", use_instance_norm),
+             ("PerImageNorm (group_norm kernel)", use_group_norm)),
+            (("gates per image, in the inner loop", option("batched_gates", False)),
+             ("gates of the trajectory in one pass", option("batched_gates", True))),
+            (("SGD update per parameter (p - lr * g)", option("fused", False)),
+             ("SGD update fused (torch._foreach_add)", option("fused", True))),
             (("1 thread", threads_1), ("2 threads", threads_2))):
         a, b = interleaved(step, set_a, set_b, blocks=5, n=max(4, n // 20))
         cand[name_a], cand[name_b] = a, b
     torch.set_num_threads(threads)
-    x = torch.randn(84, 64, 26, 26)
-    cl = x.contiguous(memory_format=torch.channels_last)
-    norm = nn.InstanceNorm2d(64, affine=True)
-    cand["instance norm, NCHW (ms)"] = seconds_per_step(lambda: norm(x), 20) * 1000
-    cand["instance norm, channels-last (ms)"] = seconds_per_step(lambda: norm(cl), 20) * 1000
-    params = [p.detach().clone() for p in lrn.net.parameters()]
-    grads = [torch.randn_like(p) for p in params]
-    cand["SGD update, dict comprehension (ms)"] = seconds_per_step(
-        lambda: [p - 0.1 * g for p, g in zip(params, grads, strict=True)], 200) * 1000
-    cand["SGD update, torch._foreach_add (ms)"] = seconds_per_step(
-        lambda: torch._foreach_add(params, grads, alpha=-0.1), 200) * 1000
+    x = torch.randn(84, 64, 26, 26, requires_grad=True)
+    cl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    for name, norm, t in (("nn.InstanceNorm2d", nn.InstanceNorm2d(64, affine=True), x),
+                          ("nn.InstanceNorm2d, channels-last", nn.InstanceNorm2d(64, affine=True),
+                           cl),
+                          ("PerImageNorm", PerImageNorm(64), x)):
+        cand[f"{name}, forward + backward, 84 x 64 x 26 x 26 (ms)"] = seconds_per_step(
+            lambda norm=norm, t=t: norm(t).sum().backward(), 20) * 1000
     results["candidates"] = cand
     say("candidates (s/step unless marked):")
     for k, v in cand.items():
