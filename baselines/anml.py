@@ -23,12 +23,12 @@ for the stream's classes learns by SGD, one image at a time (see baselines/heado
 Fixed with respect to the original code (and recorded here): the original normalized with
 `F.batch_norm(training=True)` at test time too, so a test image's features depended on the
 other images in its evaluation batch; here normalization is per image (instance norm with
-affine parameters), identical for batch 1 at meta-training and independent of batching at
-test. The original also chose the meta-test learning rate on the reported classes; the
-harness chooses it on disjoint validation classes (harness/experiment.py).
+affine parameters, computed by `PerImageNorm`), identical for batch 1 at meta-training and
+independent of batching at test. The original also chose the meta-test learning rate on the
+reported classes; the harness chooses it on disjoint validation classes (harness/experiment.py).
 
-Presets: `quick` (CPU, about 8-9 minutes on 2 free cores: 32/64-channel nets, 3,000
-first-order steps), `long` (CPU, about 1.5 h: 64/128 channels, 20,000 first-order steps),
+Presets: `quick` (CPU, about 5 minutes of meta-training on 2 free cores: 32/64-channel nets,
+3,000 first-order steps), `long` (CPU, about 1.5 h: 64/128 channels, 20,000 first-order steps),
 `paper` (the published recipe: 112/256 channels, second order, 20,000 steps; a GPU in
 practice; add `--set channels=3` for the paper's 3 x 28 x 28 input of replicated grey).
 """

@@ -3,6 +3,7 @@ head-only evaluation against the runner's per-sample loop."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -10,14 +11,16 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from baselines.anml import ANMLConfig
-from baselines.networks.oml_anml import ANMLNet, OMLNet, SineNet
+from baselines.networks.oml_anml import ANMLNet, OMLNet, PerImageNorm, SineNet
 from baselines.oml import OMLConfig
 from baselines.oml_sine import OMLSineConfig
 from harness import prepare as prepare_mod
@@ -25,6 +28,7 @@ from harness.capabilities import HeadSweepable, MetaTrainReport
 from harness.config import BuildContext
 from harness.experiment import RunConfig, build_scenario, execute
 from harness.fast_eval import head_sgd_sweep
+from harness.meta import functional, inner_loop
 from harness.protocol import Budget
 from harness.runner import run_stream
 
@@ -56,6 +60,60 @@ def test_anml_shapes_and_gate() -> None:
     # a batch of 1 and of 2 round differently (up to 1.7e-5 on features of size ~1.4 over 100
     # random inputs), hence 1e-4; a batch statistic would change them by orders more.
     torch.testing.assert_close(net.features(x[:1]), net.features(x)[:1], atol=1e-4, rtol=1e-4)
+
+
+def test_per_image_norm_is_instance_norm_with_affine_parameters() -> None:
+    norm = PerImageNorm(5).double()
+    ref = torch.nn.InstanceNorm2d(5, affine=True).double()
+    assert norm.state_dict().keys() == ref.state_dict().keys()
+    assert torch.equal(norm.weight, ref.weight) and torch.equal(norm.bias, ref.bias)
+    with torch.no_grad():
+        for m in (norm, ref):
+            m.weight.copy_(torch.linspace(0.5, 2.0, 5))
+            m.bias.copy_(torch.linspace(-1.0, 1.0, 5))
+    x = (torch.randn(3, 5, 7, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+         * 3 + 1).requires_grad_()
+    out, want = norm(x), ref(x)
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=1e-12)
+    # each image and channel: mean bias, standard deviation |weight| (biased variance, eps)
+    z = (x[1, 2] - x[1, 2].mean()) / torch.sqrt(x[1, 2].var(unbiased=False) + 1e-5)
+    torch.testing.assert_close(out[1, 2], 1.25 * z + 0.0, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(out)
+    g = torch.autograd.grad((out * w).sum(), (x, norm.weight, norm.bias))
+    h = torch.autograd.grad((want * w).sum(), (x, ref.weight, ref.bias))
+    for a, b in zip(g, h, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_batched_gates_give_the_per_image_meta_gradient(order: str) -> None:
+    """The inner loop with the trajectory's gates computed once equals the one that runs the
+    neuromodulatory net at every step (float64: only rounding could differ)."""
+    torch.manual_seed(0)
+    net = ANMLNet(1, 3, 4, 7, 10).double()
+    fm = functional(net, lambda n: n.startswith(("pred.", "head.")))
+    gen = torch.Generator().manual_seed(1)
+    xs = torch.rand(5, 1, 10, 10, generator=gen, dtype=torch.float64)
+    ys = torch.full((5,), 2)
+    xq, yq = torch.rand(9, 1, 10, 10, generator=gen, dtype=torch.float64), torch.arange(9) % 7
+    first = order == "first"
+
+    def meta_grads(batched: bool) -> dict[str, torch.Tensor]:
+        net.zero_grad(set_to_none=True)
+        fast, slow = fm.params()
+        inputs: Any = xs[:, None]
+        if batched:
+            with torch.no_grad() if first else contextlib.nullcontext():
+                inputs = (xs[:, None], net.gates(xs)[:, None])
+        adapted = inner_loop(fm, fast, slow, inputs, ys[:, None], loss_fn=F.cross_entropy,
+                             lr=0.1, first_order=first, fused=True)
+        F.cross_entropy(fm(adapted, slow, xq), yq).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    batched, per_image = meta_grads(True), meta_grads(False)
+    for name, g in per_image.items():
+        torch.testing.assert_close(batched[name], g, rtol=1e-9, atol=1e-12)
+    assert torch.equal(net(xq, net.gates(xq)), net(xq))
 
 
 @pytest.fixture(scope="module")

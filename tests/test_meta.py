@@ -77,14 +77,15 @@ def reference_meta_grads(first_order: bool, lr: float = 0.4, steps: int = 3):
     return {n: p.grad.clone() for n, p in net.named_parameters()}, (xs, ys, xq, yq)
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_matches_unrolled_autograd(first_order: bool) -> None:
+def test_meta_gradient_matches_unrolled_autograd(first_order: bool, fused: bool) -> None:
     expected, (xs, ys, xq, yq) = reference_meta_grads(first_order)
     net = tiny_net()
     fm = functional(net, "2.")
     fast, slow = fm.params()
     adapted = inner_loop(fm, fast, slow, xs, ys, loss_fn=F.mse_loss, lr=0.4,
-                         first_order=first_order)
+                         first_order=first_order, fused=fused)
     F.mse_loss(fm(adapted, slow, xq), yq).backward()
     for name, p in net.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-10, atol=1e-12)
@@ -137,3 +138,47 @@ def test_per_step_and_per_parameter_lr_and_learned_lr() -> None:
                              first_order=first_order)
         (g,) = torch.autograd.grad(F.mse_loss(fm(adapted, slow, xs[0]), ys[0]), [lr])
         assert g.abs().sum() > 0
+
+
+def test_fused_update_is_the_same_sgd_step() -> None:
+    params = {"a": data(10, 4, 3), "b": data(11, 3)}
+    grads = {"a": data(12, 4, 3), "b": data(13, 3)}
+    fused = sgd_update(params, grads, 0.3, fused=True)
+    assert list(fused) == ["a", "b"]
+    for k in params:  # p + (-lr) g in one kernel: the same step up to rounding
+        torch.testing.assert_close(fused[k], params[k] - 0.3 * grads[k], rtol=1e-15, atol=1e-15)
+    # a per-parameter or learned rate is not fused (it is not one float)
+    lr = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    new = sgd_update(params, grads, lr, fused=True)
+    assert new["a"].requires_grad
+
+
+class Scaled(nn.Module):
+    """A module with a second positional input: out = lin(x) * s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * s
+
+
+def test_tuple_inputs_go_to_the_module_step_by_step() -> None:
+    net = Scaled()
+    fm = functional(net, "")
+    fast, slow = fm.params()
+    xs, ss, ys = data(14, 4, 5, 3), data(15, 4, 5, 2), data(16, 4, 5, 2)
+    got = inner_loop(fm, fast, slow, (xs, ss), ys, loss_fn=F.mse_loss, lr=0.2)
+    want = dict(fast)
+    for i in range(4):  # by hand: step i sees (xs[i], ss[i])
+        want = inner_step(fm, want, slow, (xs[i], ss[i]), ys[i], loss_fn=F.mse_loss, lr=0.2)
+        loss = F.mse_loss(net.lin(xs[i]) * ss[i], ys[i]) if i == 0 else None
+        if loss is not None:  # the first step against the module called directly
+            g = torch.autograd.grad(loss, [net.lin.weight, net.lin.bias])
+            torch.testing.assert_close(want["lin.weight"], net.lin.weight - 0.2 * g[0])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="differ in number of steps"):
+        inner_loop(fm, fast, slow, (xs, ss[:3]), ys, loss_fn=F.mse_loss, lr=0.2)
