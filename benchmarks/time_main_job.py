@@ -27,6 +27,22 @@ from record import Printer, write
 COMMAND = ["run", "--scenario", "omniglot-stream", "--learner", "anml"]
 
 
+def run_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Per learner of the run files in `folder`: wall_s, meta_train_s, acc_final_macro, the
+    device and the git sha."""
+    learners: dict[str, Any] = {}
+    for path in sorted(folder.glob("*.csv")):
+        if not path.with_suffix(".json").exists():
+            continue  # the leaderboard and the oracle table, not run files
+        rows = list(csv.DictReader(path.open()))
+        values = {r["metric"]: float(r["value"]) for r in rows}
+        learners[rows[0]["learner"]] = {
+            "wall_s": values.get("wall_s"), "meta_train_s": values.get("meta_train_s"),
+            "acc_final_macro": values.get("acc_final_macro"),
+            "device": rows[0]["device"], "git_sha": rows[0]["git_sha"]}
+    return learners
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
@@ -44,16 +60,7 @@ def main() -> None:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             sys.exit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
-        learners: dict[str, Any] = {}
-        for path in sorted((out / "omniglot-stream").glob("*.csv")):
-            if not path.with_suffix(".json").exists():
-                continue  # the leaderboard and the oracle table, not run files
-            rows = list(csv.DictReader(path.open()))
-            values = {r["metric"]: float(r["value"]) for r in rows}
-            learners[rows[0]["learner"]] = {
-                "wall_s": values.get("wall_s"), "meta_train_s": values.get("meta_train_s"),
-                "acc_final_macro": values.get("acc_final_macro"),
-                "device": rows[0]["device"], "git_sha": rows[0]["git_sha"]}
+        learners = run_files(out / "omniglot-stream")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     say(f"harness {' '.join(COMMAND)} (empty cache): {wall:.0f} s wall "
         f"({wall / 60:.1f} min), {cpu:.0f} s CPU")
