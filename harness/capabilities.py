@@ -164,6 +164,15 @@ class KeyedCheckpoint(Protocol):
         ...
 
 
+@runtime_checkable
+class UsesLR(Protocol):
+    def uses_lr(self) -> bool:
+        """Whether this configuration's `lr` field changes what it learns (a config of several
+        models may have one that ignores it); without it, a config with `lr` does. The harness
+        searches `lr` only where it does."""
+        ...
+
+
 # -- scenario --------------------------------------------------------------------------------
 
 
@@ -211,15 +220,6 @@ class HasVariants(Protocol):
 
 LEARNER_CAPABILITIES = (MetaTrainable, HeadSweepable, Describable, Resettable, TaskAware,
                         Stateful)
-@runtime_checkable
-class UsesLR(Protocol):
-    def uses_lr(self) -> bool:
-        """Whether this configuration's `lr` field changes what it learns (a config of several
-        models may have one that ignores it); without it, a config with `lr` does. The harness
-        searches `lr` only where it does."""
-        ...
-
-
 CONFIG_CAPABILITIES = (Buildable, HasPresets, SeededTraining, ResolvesForScenario,
                        CountsTrainingSteps, UsesLR,
                        KeyedCheckpoint)
