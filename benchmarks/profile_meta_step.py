@@ -128,27 +128,33 @@ def interleaved(step: Callable[[], None], set_a: Callable[[], None],
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def replace_layers(net: nn.Module, kind: type, make: Callable[[nn.Module], nn.Module]) -> None:
+    """Replace every layer of type `kind` in the network's Sequentials by `make(layer)`."""
+    for module in net.modules():
+        if isinstance(module, nn.Sequential):
+            for i, m in enumerate(module):
+                if isinstance(m, kind):
+                    module[i] = make(m)
+
+
 def swap_norms(net: nn.Module, to_group: bool) -> None:
     """Swap every per-image norm between `PerImageNorm` (group_norm) and nn.InstanceNorm2d,
     keeping the same Parameter objects (Adam's state stays attached)."""
-    for module in net.modules():
-        if isinstance(module, nn.Sequential):
-            for i, m in enumerate(module):
-                if isinstance(m, PerImageNorm if not to_group else nn.InstanceNorm2d):
-                    new = (PerImageNorm(m.weight.shape[0]) if to_group
-                           else nn.InstanceNorm2d(m.weight.shape[0], affine=True))
-                    new.weight, new.bias = m.weight, m.bias
-                    module[i] = new
+    def make(m: nn.Module) -> nn.Module:
+        new = (PerImageNorm(m.weight.shape[0]) if to_group
+               else nn.InstanceNorm2d(m.weight.shape[0], affine=True))
+        new.weight, new.bias = m.weight, m.bias
+        return new
+
+    replace_layers(net, nn.InstanceNorm2d if to_group else PerImageNorm, make)
 
 
 def swap_pools(net: nn.Module, to_fast: bool) -> None:
-    for module in net.modules():
-        if isinstance(module, nn.Sequential):
-            for i, m in enumerate(module):
-                if to_fast and isinstance(m, nn.MaxPool2d):
-                    module[i] = MaxPool2d(2)
-                elif not to_fast and isinstance(m, MaxPool2d):
-                    module[i] = nn.MaxPool2d(2)
+    """Swap every max-pool between nn.MaxPool2d and baselines/networks/pool.py's."""
+    if to_fast:
+        replace_layers(net, nn.MaxPool2d, lambda m: MaxPool2d(2))
+    else:
+        replace_layers(net, MaxPool2d, lambda m: nn.MaxPool2d(2))
 
 
 def compile_check(lrn: ANMLLearner, pool: Any) -> dict[str, Any]:
