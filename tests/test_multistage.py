@@ -12,7 +12,7 @@ from baselines.multistage import MultistageConfig
 from harness import api
 from harness.config import BuildContext
 from harness.errors import HarnessError
-from harness.protocol import Experience, LabeledPool, ScenarioSpec
+from harness.protocol import Budget, Experience, LabeledPool, ScenarioSpec
 from harness.registry import get_learner, make_config
 
 VEC = ScenarioSpec(input_shape=(2,), n_outputs=1, task="regression")
@@ -209,7 +209,7 @@ def test_classification_pretraining_uses_the_pools_classes() -> None:
                            pretrain_batch=32, pretrain_lr=1e-2, checkpoint_every_s=1e9,
                            n_meta_outputs=6)
     learner = cfg.build(BuildContext(spec=spec))
-    learner.meta_train(pool, type("B", (), {"steps": 0, "seconds": 0.0})(), None, None)
+    learner.meta_train(pool, Budget(), None, None)
     with torch.no_grad():
         acc = (learner.net.pre(learner.net.slow(pool.x)).argmax(1) == y).float().mean()
     assert acc > 0.95  # six separable classes, learned by the pre-training layer
