@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import harness
-from harness.fileio import atomic_write_bytes, sha256_bytes, sha256_file
+from harness.fileio import atomic_write_bytes, exclusive, sha256_bytes, sha256_file
 
 SCHEMA = 2
 """Version of the run files' layout; 2 added the manifest, `status`, `representation`,
@@ -57,6 +57,11 @@ belong to another, shorter recipe); failed / diverged / timed_out: no metrics.""
 
 SOURCE_PATHS = ("harness", "scenarios", "baselines", "pyproject.toml")
 """What counts as the harness's source for `git_sha`'s '+dirty' (results and docs do not)."""
+
+
+WRITE_LOCK = "write.lock"
+"""The lock file (in a results folder's `.locks/`, beside the sweeps' per-run-id locks) that
+lets one `write_run` at a time into the folder."""
 
 
 def _git(root: Path, *args: str) -> str:
@@ -123,9 +128,12 @@ def write_run(
 
     `base` holds the columns shared by all rows; `metrics` maps name -> (value, n); `extra`
     adds provenance columns (e.g. lr, lr_selected_on, variant) to every row.
+
+    One writer at a time per results folder (a lock in its `.locks/`): two processes that
+    finish the same run together (two compares into one folder) would otherwise interleave
+    their three files and leave one's JSON beside the other's CSV, which matches neither.
     """
     folder = out_dir / safe_id(scenario)
-    note = _replaced_note(folder / f"{run_id}.json", base)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     npz = buf.getvalue()
@@ -142,13 +150,15 @@ def write_run(
         "csv": {"sha256": sha256_bytes(data), "rows": len(metrics)},
     }}
     path = folder / f"{run_id}.csv"
-    why, files = _check(path, check_npz=False)
-    if not why:
-        manifest["previous"] = files  # the run on disk stays valid until its CSV is replaced
-    atomic_write_bytes(folder / f"{run_id}.json",
-                       json.dumps({**config, **manifest}, indent=2, default=str).encode())
-    atomic_write_bytes(folder / f"{run_id}.npz", npz)
-    atomic_write_bytes(path, data)
+    with exclusive(folder / ".locks" / WRITE_LOCK):
+        note = _replaced_note(folder / f"{run_id}.json", base)
+        why, files = _check(path, check_npz=False)
+        if not why:
+            manifest["previous"] = files  # the run on disk stays valid until its CSV is replaced
+        atomic_write_bytes(folder / f"{run_id}.json",
+                           json.dumps({**config, **manifest}, indent=2, default=str).encode())
+        atomic_write_bytes(folder / f"{run_id}.npz", npz)
+        atomic_write_bytes(path, data)
     return path, note
 
 

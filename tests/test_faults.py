@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -363,6 +364,46 @@ def test_a_run_killed_between_its_writes_is_the_old_run_or_absent(
     # New: no CSV, so nothing for a reader to find.
     assert not (tmp_path / "s" / "new.csv").exists()
     assert fk.run_csvs(tmp_path) == [old]
+
+
+def test_two_writers_of_one_run_at_once_leave_one_whole_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes finishing the same run together (two compares into one folder): writer
+    a is held after its JSON until writer b has written its three files, if b can get in.
+    Unserialised, b's JSON ends beside a's CSV (invalid for good); write_run lets one writer
+    at a time into a folder, so b waits, a's hold times out, and b replaces a's whole run."""
+    real = results.atomic_write_bytes
+    a_json, b_done = threading.Event(), threading.Event()
+
+    def held(path: Path, data: bytes) -> None:
+        real(path, data)
+        if threading.current_thread().name == "a" and path.suffix == ".json":
+            a_json.set()
+            b_done.wait(timeout=1.0)
+
+    monkeypatch.setattr(results, "atomic_write_bytes", held)
+    errors: list[BaseException] = []
+
+    def writer(value: float, done: threading.Event | None) -> None:
+        try:
+            _write(tmp_path, "r", value)
+        except BaseException as e:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(e)
+        if done is not None:
+            done.set()
+
+    a = threading.Thread(target=writer, args=(0.25, None), name="a")
+    a.start()
+    assert a_json.wait(timeout=10)
+    b = threading.Thread(target=writer, args=(0.75, b_done), name="b")
+    b.start()
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert errors == []
+    path = tmp_path / "s" / "r.csv"
+    assert results.verify_run(path, check_npz=True) == ""
+    assert rows(path)["acc"] == "0.75" and results.load_arrays(path)["R"][0, 0] == 0.75
+    assert [p.name for p in (tmp_path / "s").glob("*.tmp")] == []
 
 
 def test_a_new_csv_over_an_old_run_without_its_json_is_reported(tmp_path: Path) -> None:
