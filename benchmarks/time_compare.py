@@ -37,9 +37,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +45,7 @@ from typing import Any
 
 import torch
 from record import Printer, write
+from time_main_job import run_harness
 from torch import nn
 
 from baselines.backbone import BackboneConfig
@@ -149,17 +147,12 @@ def fastest_step_cpu_s(steps: int, n_classes: int, batch: int, clip: bool
 def run_learner(learner: str, seeds: str, threads: int, out: Path, cache: Path
                 ) -> tuple[float, float]:
     """(wall s, CPU s) of `harness compare` of one learner in a fresh process."""
-    cmd = [sys.executable, "-m", "harness", "--quiet", "--threads", str(threads), "compare",
-           "--scenario", "omniglot-stream", "--learners", learner, "--seeds", seeds,
-           "--out", str(out), "--cache-dir", str(cache)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, cpu, proc = run_harness(
+        ["--quiet", "--threads", str(threads), "compare", "--scenario", "omniglot-stream",
+         "--learners", learner, "--seeds", seeds, "--out", str(out), "--cache-dir", str(cache)])
     if proc.returncode != 0:
         sys.exit(f"compare of {learner} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main() -> None:

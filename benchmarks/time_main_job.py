@@ -43,6 +43,18 @@ def run_files(folder: Path) -> dict[str, dict[str, Any]]:
     return learners
 
 
+def run_harness(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """(wall s, CPU s (user + system), the process) of `python -m harness *argv` in a fresh
+    process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True,
+                          text=True, env={**os.environ})
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core)")
@@ -50,18 +62,12 @@ def main() -> None:
     say = Printer()
     with tempfile.TemporaryDirectory() as tmp:
         out, cache = Path(tmp) / "results", Path(tmp) / "cache"
-        cmd = [sys.executable, "-m", "harness", "--quiet", *(
-            ["--threads", str(args.threads)] if args.threads else []), *COMMAND,
-            "--out", str(out), "--cache-dir", str(cache)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
-        wall = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, cpu, proc = run_harness(
+            ["--quiet", *(["--threads", str(args.threads)] if args.threads else []), *COMMAND,
+             "--out", str(out), "--cache-dir", str(cache)])
         if proc.returncode != 0:
             sys.exit(f"the main job failed ({proc.returncode}): {proc.stderr[-2000:]}")
         learners = run_files(out / "omniglot-stream")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     say(f"harness {' '.join(COMMAND)} (empty cache): {wall:.0f} s wall "
         f"({wall / 60:.1f} min), {cpu:.0f} s CPU")
     for name, v in learners.items():
