@@ -161,6 +161,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of both parts")
     ap.add_argument("--steps", type=int, default=200, help="timed steps per block of the loop")
     args = ap.parse_args()
+    if args.threads < 1 or args.steps < 1:
+        ap.error(f"--threads and --steps must be >= 1, got {args.threads} and {args.steps}")
     torch.set_num_threads(args.threads)
     say = Printer()
     per_learner: dict[str, Any] = {}
